@@ -1,0 +1,44 @@
+# voicegw developer commands. Every target bootstraps what it needs, idempotently.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+UV_VERSION := 0.13.9
+export UV_PYTHON := $(PYTHON)
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := .venv
+
+UV := .tools/bin/uv
+VENV_STAMP := .venv/.synced
+
+.PHONY: run test gen lint bench install clean
+
+$(UV):
+	$(PYTHON) -m venv .tools
+	.tools/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV_STAMP): $(UV) uv.lock pyproject.toml clients/python/pyproject.toml
+	$(UV) sync --frozen --all-groups
+	touch $(VENV_STAMP)
+
+install: $(VENV_STAMP)
+
+run: install
+	.venv/bin/voicegw dev
+
+test: install
+	.venv/bin/python -m pytest $(PYTEST_ARGS)
+
+gen: install
+	.venv/bin/python -m gateway.tools.gen_protos
+
+lint: install
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/mypy gateway pipelines transports billing clients/python/voicegw_client
+	.venv/bin/buf lint
+	.venv/bin/buf format --diff --exit-code
+
+bench: install
+	.venv/bin/python -m tests.bench.run
+
+clean:
+	rm -rf .venv .tools
