@@ -1,0 +1,152 @@
+"""App assembly: database, engine processes, session registry, gRPC server, HTTP /metrics.
+
+`Gateway` is what `voicegw serve` runs and what integration tests start in-process on free
+ports, so tests exercise exactly the production wiring.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+
+import grpc
+from aiohttp import web
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from loguru import logger
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from voicegw.v1 import voice_pb2, voice_pb2_grpc
+
+from gateway import metrics
+from gateway.auth import ApiKeyStore
+from gateway.call_store import PgAgentDirectory, PgCallStore
+from gateway.config import Settings
+from gateway.db import Database
+from gateway.grpc_auth import ApiKeyInterceptor
+from gateway.loop_monitor import LoopLagMonitor
+from gateway.sessions import SessionManager
+from gateway.voice_service import VoiceService
+from pipelines.builder import Engines
+from pipelines.engines.stt_pool import SttWorkerPool
+from pipelines.engines.tts_worker import TtsWorker
+
+VOICE_SERVICE = voice_pb2.DESCRIPTOR.services_by_name["VoiceService"].full_name
+
+
+class Gateway:
+    def __init__(self, settings: Settings, database: Database | None = None) -> None:
+        self.settings = settings
+        self.database = database
+        self._owns_database = database is None
+        self.grpc_port = 0
+        self.http_port = 0
+        self.loop_monitor = LoopLagMonitor()
+        self.sessions: SessionManager | None = None
+        self._server: grpc.aio.Server | None = None
+        self._http: web.AppRunner | None = None
+        self._health = health.aio.HealthServicer()
+        self._engines: Engines | None = None
+
+    async def start(self) -> None:
+        settings = self.settings
+        if self.database is None:
+            self.database = await Database.open(settings)
+            await self.database.migrate()
+        stt_pool = SttWorkerPool(settings.stt_workers)
+        tts_worker = TtsWorker()
+        await asyncio.gather(stt_pool.start(), tts_worker.start())
+        self._engines = Engines(stt_pool=stt_pool, tts_worker=tts_worker)
+        pool = self.database.pool
+        self.sessions = SessionManager(
+            engines=self._engines,
+            store=PgCallStore(pool),
+            agents=PgAgentDirectory(pool),
+            max_sessions=settings.max_sessions,
+        )
+        keys = ApiKeyStore(pool, settings.resolved_key_pepper())
+        self._server = grpc.aio.server(
+            interceptors=[ApiKeyInterceptor(keys.verify)],
+            options=[
+                # One process owns its port unless several workers share it on purpose (§8).
+                ("grpc.so_reuseport", 0),
+                ("grpc.keepalive_time_ms", 20_000),
+                ("grpc.keepalive_timeout_ms", 5_000),
+                ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+                ("grpc.keepalive_permit_without_calls", 1),
+            ],
+        )
+        voice_pb2_grpc.add_VoiceServiceServicer_to_server(VoiceService(self.sessions), self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        reflection.enable_server_reflection(
+            (VOICE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
+        )
+        address = f"{settings.grpc_host}:{settings.grpc_port}"
+        if settings.tls_cert and settings.tls_key:
+            credentials = grpc.ssl_server_credentials(
+                [(Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes())]
+            )
+            self.grpc_port = self._server.add_secure_port(address, credentials)
+        else:
+            self.grpc_port = self._server.add_insecure_port(address)
+        await self._server.start()
+        await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await self._health.set(VOICE_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        await self._start_http()
+        self.loop_monitor.start()
+        logger.info(f"gateway listening: grpc={self.grpc_port} http={self.http_port}")
+
+    async def _start_http(self) -> None:
+        async def metrics_handler(_: web.Request) -> web.Response:
+            body = generate_latest(metrics.REGISTRY)
+            return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        async def healthz(_: web.Request) -> web.Response:
+            draining = self.sessions is None or self.sessions.draining
+            return web.json_response(
+                {"status": "draining" if draining else "serving"}, status=503 if draining else 200
+            )
+
+        app = web.Application()
+        app.router.add_get("/metrics", metrics_handler)
+        app.router.add_get("/healthz", healthz)
+        self._http = web.AppRunner(app, access_log=None)
+        await self._http.setup()
+        site = web.TCPSite(self._http, self.settings.http_host, self.settings.http_port)
+        await site.start()
+        server = getattr(site, "_server", None)
+        sockets = getattr(server, "sockets", None) or []
+        self.http_port = sockets[0].getsockname()[1] if sockets else self.settings.http_port
+
+    async def stop(self, grace_secs: float | None = None) -> None:
+        """Drain: NOT_SERVING, refuse new calls, let calls finish, end the rest, stop."""
+        grace = self.settings.shutdown_grace_secs if grace_secs is None else grace_secs
+        await self._health.enter_graceful_shutdown()
+        if self.sessions is not None:
+            await self.sessions.shutdown(grace)
+        if self._server is not None:
+            await self._server.stop(1.0)
+        if self._http is not None:
+            await self._http.cleanup()
+        await self.loop_monitor.stop()
+        if self._engines is not None:
+            await asyncio.gather(
+                self._engines.stt_pool.close(), self._engines.tts_worker.close(),
+                return_exceptions=True,
+            )
+        if self.database is not None and self._owns_database:
+            await self.database.close()
+
+
+async def run_until_signalled(gateway: Gateway) -> None:
+    """Serves until SIGTERM/SIGINT, then shuts down gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await gateway.start()
+    try:
+        await stop.wait()
+        logger.info("shutting down")
+    finally:
+        await gateway.stop()

@@ -1,0 +1,333 @@
+"""One call from start to end, the same for every door (DESIGN §4).
+
+identify → admit → converse → end. The Session owns the call's pipeline, its runner, its record
+and its ending: whatever ends the call (the caller, the agent, an error, a vanished client, a
+shutdown), the pipeline is stopped, the call row with its transcript and message is written once,
+and the caller is told how it ended.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from loguru import logger
+from pipecat.frames.frames import EndFrame, LLMRunFrame
+from pipecat.observers.user_bot_latency_observer import UserBotLatencyObserver
+from pipecat.workers.runner import WorkerRunner
+
+from gateway import metrics
+from gateway.logs import call_context
+from pipelines.agent_config import AgentConfig
+from pipelines.builder import Engines, build_call_pipeline
+from pipelines.recorder import CallRecorder, RecordedMessage, TurnRecord
+from pipelines.utterances import UtteranceRegistry
+from transports.door import Door
+from transports.events import (
+    EndReason,
+    EndRequest,
+    LatencyEvent,
+    SessionEndedEvent,
+    SessionEvent,
+    SessionStartedEvent,
+)
+
+# How long an ending pipeline may take before the watchdog cancels it (Pipecat's EndFrame wait
+# has no timeout, #4647). A graceful end plays out the agent's last words first.
+GRACEFUL_END_TIMEOUT_SECS = 30.0
+CANCEL_END_TIMEOUT_SECS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class CallIdentity:
+    """Who is calling whom: the result of the identify step."""
+
+    org_id: uuid.UUID
+    org_name: str
+    agent_id: uuid.UUID
+    agent_name: str
+    agent_version: int
+    agent: AgentConfig
+    caller_number: str = ""
+    caller_name: str = ""
+    caller_metadata: dict[str, str] = field(default_factory=dict)
+    language: str = ""
+
+
+@dataclass(slots=True)
+class CallSummary:
+    """Everything stored about a call when it ends."""
+
+    call_id: uuid.UUID
+    identity: CallIdentity
+    door: str
+    input_format: str
+    output_format: str
+    started_at: datetime
+    ended_at: datetime
+    duration_ms: int
+    billed_seconds: int
+    end_reason: EndReason
+    end_detail: str
+    latency: dict[str, Any]
+    turns: list[TurnRecord]
+    message: RecordedMessage | None
+
+
+class CallStore(Protocol):
+    """Persistence the Session needs; transports never see it."""
+
+    async def call_started(
+        self,
+        call_id: uuid.UUID,
+        identity: CallIdentity,
+        door: str,
+        input_format: str,
+        output_format: str,
+        started_at: datetime,
+    ) -> None: ...
+
+    async def call_finished(self, summary: CallSummary) -> None: ...
+
+
+DoorFactory = Callable[["Session", UtteranceRegistry], Door]
+
+
+class Session:
+    """One call. Doors talk to it through the `CallControl` methods."""
+
+    def __init__(
+        self,
+        identity: CallIdentity,
+        engines: Engines,
+        store: CallStore,
+        *,
+        door_name: str,
+        input_format: str,
+        output_format: str,
+        output_rate: int,
+        on_finished: Callable[[Session], None] | None = None,
+    ) -> None:
+        self.call_id = uuid.uuid4()
+        self.identity = identity
+        self.door_name = door_name
+        self._engines = engines
+        self._store = store
+        self._input_format = input_format
+        self._output_format = output_format
+        self._output_rate = output_rate
+        self._on_finished = on_finished
+        self._end: asyncio.Future[EndRequest] = asyncio.get_running_loop().create_future()
+        self._door: Door | None = None
+        self._latencies_ms: list[int] = []
+        self.playback_marks: dict[int, int] = {}
+        self.last_inbound = time.monotonic()
+        self.outcome: EndRequest | None = None
+
+    # CallControl ------------------------------------------------------------------------------
+
+    def request_end(self, request: EndRequest) -> None:
+        """First request wins: the reason a call ended is what ended it first."""
+        if not self._end.done():
+            self._end.set_result(request)
+
+    def on_playback_mark(self, utterance_id: int, played_ms: int) -> None:
+        self.playback_marks[utterance_id] = max(played_ms, self.playback_marks.get(utterance_id, 0))
+
+    def on_inbound_activity(self) -> None:
+        self.last_inbound = time.monotonic()
+
+    # Lifecycle --------------------------------------------------------------------------------
+
+    def _emit(self, event: SessionEvent) -> None:
+        if self._door is not None:
+            self._door.send_event(event)
+
+    def _on_agent_end(self, reason: str) -> None:
+        self.request_end(EndRequest(EndReason(reason), "agent ended the call"))
+
+    async def run(self, make_door: DoorFactory) -> EndRequest:
+        """Runs the call to its end and stores it; returns what ended it."""
+        with call_context(str(self.call_id)):
+            try:
+                return await self._run(make_door)
+            finally:
+                if self._on_finished is not None:
+                    self._on_finished(self)
+
+    async def _run(self, make_door: DoorFactory) -> EndRequest:
+        identity = self.identity
+        utterances = UtteranceRegistry()
+        door = make_door(self, utterances)
+        self._door = door
+        started_at = datetime.now(UTC)
+        await self._store.call_started(
+            self.call_id,
+            identity,
+            door.name,
+            self._input_format,
+            self._output_format,
+            started_at,
+        )
+        metrics.CALLS_STARTED.labels(door.name).inc()
+        metrics.CALLS_ACTIVE.labels(door.name).inc()
+        logger.info(
+            f"call started: org={identity.org_name} agent={identity.agent_name} "
+            f"v{identity.agent_version} door={door.name}"
+        )
+        # Billable time starts when the caller is told the call started (DESIGN §4, issue 4).
+        self._emit(
+            SessionStartedEvent(
+                str(self.call_id),
+                identity.agent_name,
+                identity.agent_version,
+                self._input_format,
+                self._output_format,
+            )
+        )
+        t_start = time.monotonic()
+        recorder: CallRecorder | None = None
+        try:
+            call = build_call_pipeline(
+                identity.agent,
+                self._engines,
+                door.transport,
+                output_rate=self._output_rate,
+                conversation_id=str(self.call_id),
+            )
+            recorder = CallRecorder(
+                stt=call.stt,
+                tts=call.tts,
+                output=door.transport.output(),
+                user_aggregator=call.user_aggregator,
+                utterances=utterances,
+                emit=self._emit,
+                on_agent_end=self._on_agent_end,
+            )
+            latency = UserBotLatencyObserver()
+            latency.add_event_handler("on_latency_measured", self._on_latency)
+            call.worker.add_observer(recorder)
+            call.worker.add_observer(latency)
+            await call.worker.queue_frame(LLMRunFrame())  # the greeting
+            runner = WorkerRunner(handle_sigint=False)
+            run_task = asyncio.create_task(runner.run(call.worker), name=f"call-{self.call_id}")
+            done, _ = await asyncio.wait({run_task, self._end}, return_when=asyncio.FIRST_COMPLETED)
+            if self._end.done():
+                request = self._end.result()
+            else:
+                error = run_task.exception() if not run_task.cancelled() else None
+                request = EndRequest(EndReason.ERROR, f"pipeline stopped: {error or 'finished'}")
+                self.request_end(request)
+            await self._stop_pipeline(request, call.worker, runner, run_task)
+        except asyncio.CancelledError:
+            request = EndRequest(EndReason.ERROR, "session task cancelled")
+            self.request_end(request)
+            raise
+        except Exception as e:  # noqa: BLE001 - any failure still ends the call properly
+            logger.exception("call failed")
+            request = EndRequest(EndReason.ERROR, f"internal error: {type(e).__name__}")
+            self.request_end(request)
+        finally:
+            self.outcome = self._end.result() if self._end.done() else None
+            await self._finish(door, recorder, started_at, t_start)
+        return self.outcome or request
+
+    async def _stop_pipeline(
+        self,
+        request: EndRequest,
+        worker: Any,
+        runner: WorkerRunner,
+        run_task: asyncio.Task[None],
+    ) -> None:
+        if run_task.done():
+            return
+        if request.reason is EndReason.AGENT_GOODBYE:
+            # EndFrame is ordered: the closing line plays out before the pipeline stops.
+            await worker.queue_frame(EndFrame())
+            timeout = GRACEFUL_END_TIMEOUT_SECS
+        else:
+            await worker.cancel(reason=request.reason.value)
+            timeout = CANCEL_END_TIMEOUT_SECS
+        try:
+            await asyncio.wait_for(asyncio.shield(run_task), timeout)
+        except TimeoutError:
+            logger.warning(f"pipeline did not stop within {timeout:.0f}s; cancelling it")
+            await runner.cancel()
+            run_task.cancel()
+            try:
+                await run_task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+        except Exception as e:  # noqa: BLE001 - the pipeline's own failure is logged, not raised
+            logger.warning(f"pipeline ended with {type(e).__name__}: {e}")
+
+    async def _finish(
+        self,
+        door: Door,
+        recorder: CallRecorder | None,
+        started_at: datetime,
+        t_start: float,
+    ) -> None:
+        request = self.outcome or EndRequest(EndReason.ERROR, "unknown")
+        vanished = request.reason is EndReason.CLIENT_TIMEOUT
+        end_mono = min(time.monotonic(), self.last_inbound) if vanished else time.monotonic()
+        duration_ms = max(0, int((end_mono - t_start) * 1000))
+        billed_seconds = math.ceil(duration_ms / 1000)
+        if recorder is not None:
+            recorder.finish()
+        summary = CallSummary(
+            call_id=self.call_id,
+            identity=self.identity,
+            door=door.name,
+            input_format=self._input_format,
+            output_format=self._output_format,
+            started_at=started_at,
+            ended_at=datetime.now(UTC),
+            duration_ms=duration_ms,
+            billed_seconds=billed_seconds,
+            end_reason=request.reason,
+            end_detail=request.detail,
+            latency=self._latency_summary(recorder),
+            turns=recorder.turns if recorder else [],
+            message=recorder.message if recorder else None,
+        )
+        try:
+            await asyncio.shield(self._store.call_finished(summary))
+        except Exception:  # noqa: BLE001 - a failed write is logged; the caller still hears the end
+            logger.exception("storing the call failed")
+        metrics.CALLS_ACTIVE.labels(door.name).dec()
+        metrics.CALLS_ENDED.labels(door.name, request.reason.value).inc()
+        logger.info(
+            f"call ended: reason={request.reason.value} duration_ms={duration_ms} "
+            f"turns={len(summary.turns)}"
+        )
+        self._emit(SessionEndedEvent(request.reason, billed_seconds, request.detail))
+        self._door = None
+        if request.detail.startswith("stream lost"):
+            await door.abort()
+        else:
+            await door.close()
+
+    async def _on_latency(self, _observer: Any, latency_secs: float) -> None:
+        ms = int(latency_secs * 1000)
+        self._latencies_ms.append(ms)
+        metrics.TURN_LATENCY.labels(self.door_name).observe(latency_secs)
+        self._emit(LatencyEvent(user_to_bot_ms=ms))
+
+    def _latency_summary(self, recorder: CallRecorder | None) -> dict[str, Any]:
+        values = self._latencies_ms
+        summary: dict[str, Any] = {"turns": len(values)}
+        if values:
+            summary["user_to_bot_ms_p50"] = int(statistics.median(values))
+            summary["user_to_bot_ms_max"] = max(values)
+            summary["user_to_bot_ms"] = values
+        if recorder is not None:
+            summary["unrecognised_turns"] = recorder.unrecognised_turns
+        return summary

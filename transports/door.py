@@ -1,0 +1,45 @@
+"""The contract between a door (transport) and the Session that owns the call.
+
+A door brings audio and signalling in and out; it never touches persistence, billing or agents.
+It tells the Session what happened on the wire through `CallControl`, and the Session tells the
+caller what happened in the call through `Door.send_event`.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from pipecat.transports.base_transport import BaseTransport
+
+from transports.events import EndRequest, SessionEvent
+
+
+class CallControl(Protocol):
+    """What a door may ask of the Session."""
+
+    def request_end(self, request: EndRequest) -> None:
+        """Ends the call (caller hung up, vanished, broke the protocol)."""
+
+    def on_playback_mark(self, utterance_id: int, played_ms: int) -> None:
+        """The caller's client reports how much of an agent utterance it has played."""
+
+    def on_inbound_activity(self) -> None:
+        """Any message arrived from the caller (liveness and billing end of a dead client)."""
+
+
+class Door(Protocol):
+    """One call's transport as the Session sees it."""
+
+    name: str  # "grpc", "webrtc", "sip", "gsm"
+
+    @property
+    def transport(self) -> BaseTransport: ...
+
+    def send_event(self, event: SessionEvent) -> None:
+        """Queues a session event for the caller, in order with the call's audio; never blocks."""
+
+    async def close(self) -> None:
+        """Delivers what is queued, then releases the door; sends nothing more."""
+
+    async def abort(self) -> None:
+        """Releases the door at once: the caller is gone, nothing more can reach them."""

@@ -1,0 +1,5 @@
+"""The gRPC door: one `VoiceService.Converse` stream is one call."""
+
+from transports.grpc_stream.transport import GrpcStreamDoor
+
+__all__ = ["GrpcStreamDoor"]

@@ -1,0 +1,338 @@
+"""A Pipecat transport over one `Converse` stream.
+
+Input: the stream's requests become frames (audio decoded and resampled once to the pipeline's
+16 kHz, typed text, DTMF); hangup, end of stream and protocol violations are reported to the
+Session through `CallControl`. Output: agent audio is encoded to the caller's format and paced at
+most `max_lead_secs` ahead of real time, so a barge-in has little to flush; session events share
+the same ordered queue as audio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+
+import grpc
+from loguru import logger
+from pipecat.audio.utils import create_stream_resampler
+from pipecat.frames.frames import (
+    CancelFrame,
+    EndFrame,
+    Frame,
+    InputAudioRawFrame,
+    InputDTMFFrame,
+    InterruptionFrame,
+    OutputAudioRawFrame,
+    StartFrame,
+    TranscriptionFrame,
+    TTSStartedFrame,
+)
+from pipecat.audio.dtmf.types import KeypadEntry
+from pipecat.processors.frame_processor import FrameDirection
+from pipecat.transports.base_input import BaseInputTransport
+from pipecat.transports.base_output import BaseOutputTransport
+from pipecat.transports.base_transport import BaseTransport, TransportParams
+from voicegw.v1 import voice_pb2 as pb
+
+from pipelines.utterances import UtteranceRegistry
+from transports.codecs.formats import AudioSpec, FormatError
+from transports.door import CallControl
+from transports.events import (
+    EndReason,
+    EndRequest,
+    InterruptionEvent,
+    SessionEvent,
+    SessionStartedEvent,
+)
+from transports.grpc_stream.wire import event_to_proto, spec_to_proto
+
+PIPELINE_IN_RATE = 16000
+_DTMF_KEYS = {entry.value: entry for entry in KeypadEntry}
+_END_OF_OUTPUT = object()
+
+
+class GrpcCallStream:
+    """The wire half of the door: reads requests and writes responses of one Converse call.
+
+    Writes go through one queue and one writer task so audio and events keep their order and a
+    slow client cannot make a pipeline task block inside `context.write`.
+    """
+
+    def __init__(self, context: grpc.aio.ServicerContext) -> None:
+        self._context = context
+        self._outbound: asyncio.Queue[pb.ConverseResponse | object] = asyncio.Queue()
+        self._writer: asyncio.Task[None] | None = None
+        self._closed = False
+        self.write_failed = asyncio.Event()
+
+    def start(self) -> None:
+        self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+
+    async def read(self) -> pb.ConverseRequest | None:
+        """Next request, or None when the client has half-closed its side."""
+        message = await self._context.read()
+        if message is grpc.aio.EOF:
+            return None
+        assert isinstance(message, pb.ConverseRequest)
+        return message
+
+    def send(self, response: pb.ConverseResponse) -> None:
+        if not self._closed:
+            self._outbound.put_nowait(response)
+
+    async def drain_and_close(self) -> None:
+        """Waits until everything queued has been written, then stops the writer."""
+        if self._closed:
+            return
+        self._closed = True
+        self._outbound.put_nowait(_END_OF_OUTPUT)
+        if self._writer is not None:
+            try:
+                await self._writer
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - client is gone
+                pass
+
+    async def abort_writer(self) -> None:
+        self._closed = True
+        if self._writer is not None and not self._writer.done():
+            self._writer.cancel()
+            try:
+                await self._writer
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+
+    async def _write_loop(self) -> None:
+        while True:
+            item = await self._outbound.get()
+            if item is _END_OF_OUTPUT:
+                return
+            try:
+                await self._context.write(item)
+            except Exception as e:  # noqa: BLE001 - any write failure means the client is gone
+                logger.debug(f"write to client failed: {e}")
+                self.write_failed.set()
+                return
+
+
+class GrpcStreamInput(BaseInputTransport):
+    def __init__(
+        self,
+        stream: GrpcCallStream,
+        spec: AudioSpec,
+        control: CallControl,
+        params: TransportParams,
+    ) -> None:
+        super().__init__(params)
+        self._stream = stream
+        self._spec = spec
+        self._control = control
+        self._resampler = create_stream_resampler(quality="HQ")
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self, frame: StartFrame) -> None:
+        await super().start(frame)
+        await self.set_transport_ready(frame)
+        if self._reader is None:
+            self._reader = self.create_task(self._read_loop(), name="grpc-read")
+
+    async def stop(self, frame: EndFrame) -> None:
+        await super().stop(frame)
+        await self._stop_reader()
+
+    async def cancel(self, frame: CancelFrame) -> None:
+        await super().cancel(frame)
+        await self._stop_reader()
+
+    async def _stop_reader(self) -> None:
+        if self._reader is not None:
+            await self.cancel_task(self._reader)
+            self._reader = None
+
+    async def _read_loop(self) -> None:
+        while True:
+            try:
+                request = await self._stream.read()
+            except Exception as e:  # noqa: BLE001 - the client vanished mid-read
+                self._control.request_end(EndRequest(EndReason.CALLER_HANGUP, f"stream lost: {e}"))
+                return
+            if request is None:
+                self._control.request_end(EndRequest(EndReason.CALLER_HANGUP, "client closed"))
+                return
+            self._control.on_inbound_activity()
+            if not await self._dispatch(request):
+                return
+
+    async def _dispatch(self, request: pb.ConverseRequest) -> bool:
+        """Handles one request; False when the call is over from the caller's side."""
+        kind = request.WhichOneof("request")
+        if kind == "audio":
+            try:
+                self._spec.check_chunk(request.audio.data)
+            except FormatError as e:
+                return self._protocol_error(str(e))
+            pcm = self._spec.to_pcm(request.audio.data)
+            if self._spec.sample_rate != PIPELINE_IN_RATE:
+                pcm = await self._resampler.resample(pcm, self._spec.sample_rate, PIPELINE_IN_RATE)
+            if pcm:
+                await self.push_audio_frame(InputAudioRawFrame(pcm, PIPELINE_IN_RATE, 1))
+        elif kind == "text":
+            text = request.text.text.strip()
+            if text:
+                await self.push_frame(
+                    TranscriptionFrame(
+                        text,
+                        user_id="caller",
+                        timestamp=datetime.now(UTC).isoformat(),
+                        finalized=True,
+                    )
+                )
+        elif kind == "dtmf":
+            for digit in request.dtmf.digits:
+                entry = _DTMF_KEYS.get(digit.upper())
+                if entry is None:
+                    return self._protocol_error(f"invalid DTMF digit {digit!r}")
+                await self.push_frame(InputDTMFFrame(button=entry))
+        elif kind == "playback_mark":
+            mark = request.playback_mark
+            self._control.on_playback_mark(mark.utterance_id, mark.played_ms)
+        elif kind == "hangup":
+            self._control.request_end(EndRequest(EndReason.CALLER_HANGUP, "hangup"))
+            return False
+        elif kind == "config":
+            return self._protocol_error("duplicate config: it must be sent exactly once, first")
+        else:
+            return self._protocol_error("empty request: set one of the request fields")
+        return True
+
+    def _protocol_error(self, message: str) -> bool:
+        self._control.request_end(
+            EndRequest(EndReason.ERROR, message, status_code="INVALID_ARGUMENT")
+        )
+        return False
+
+
+class GrpcStreamOutput(BaseOutputTransport):
+    def __init__(
+        self,
+        stream: GrpcCallStream,
+        spec: AudioSpec,
+        utterances: UtteranceRegistry,
+        params: TransportParams,
+        max_lead_secs: float,
+    ) -> None:
+        super().__init__(params)
+        self._stream = stream
+        self._spec = spec
+        self._utterances = utterances
+        self._max_lead = max_lead_secs
+        self._play_end = 0.0  # monotonic time at which the client finishes what we sent
+        self._utterance = 0
+        self._interrupted: set[int] = set()
+
+    async def start(self, frame: StartFrame) -> None:
+        await super().start(frame)
+        await self.set_transport_ready(frame)
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, InterruptionFrame) and direction == FrameDirection.DOWNSTREAM:
+            # Tell the client to drop what it buffered before anything else goes out; the
+            # utterance is dead even if a chunk of it is still inside write_audio_frame.
+            if self._utterance:
+                self._interrupted.add(self._utterance)
+            self._play_end = time.monotonic()
+            self._stream.send(event_to_proto(InterruptionEvent(self._utterance)))
+
+    async def write_transport_frame(self, frame: Frame) -> None:
+        # Frames reach here in playback order, so a TTS context starting is exactly where the
+        # next utterance begins on the wire.
+        if isinstance(frame, TTSStartedFrame):
+            self._utterance = self._utterances.id_for(frame.context_id)
+
+    async def write_audio_frame(self, frame: OutputAudioRawFrame) -> bool:
+        utterance = self._utterance
+        if utterance in self._interrupted:
+            return False
+        duration = len(frame.audio) / 2 / frame.sample_rate
+        now = time.monotonic()
+        self._play_end = max(self._play_end, now)
+        lead = self._play_end - now
+        if lead > self._max_lead:
+            await asyncio.sleep(lead - self._max_lead)
+        if utterance in self._interrupted:
+            return False
+        self._play_end += duration
+        payload = self._spec.from_pcm(frame.audio)
+        self._stream.send(
+            pb.ConverseResponse(audio=pb.AgentAudio(data=payload, utterance_id=utterance))
+        )
+        return True
+
+
+class GrpcStreamTransport(BaseTransport):
+    def __init__(
+        self,
+        stream: GrpcCallStream,
+        input_spec: AudioSpec,
+        output_spec: AudioSpec,
+        control: CallControl,
+        utterances: UtteranceRegistry,
+        max_lead_secs: float = 0.2,
+    ) -> None:
+        super().__init__()
+        params = TransportParams(
+            audio_in_enabled=True,
+            audio_in_sample_rate=PIPELINE_IN_RATE,
+            audio_out_enabled=True,
+            audio_out_sample_rate=output_spec.sample_rate,
+            audio_out_end_silence_secs=0,
+        )
+        self._input = GrpcStreamInput(stream, input_spec, control, params)
+        self._output = GrpcStreamOutput(stream, output_spec, utterances, params, max_lead_secs)
+
+    def input(self) -> GrpcStreamInput:
+        return self._input
+
+    def output(self) -> GrpcStreamOutput:
+        return self._output
+
+
+class GrpcStreamDoor:
+    """The gRPC door of one call, as the Session sees it."""
+
+    name = "grpc"
+
+    def __init__(
+        self,
+        context: grpc.aio.ServicerContext,
+        input_spec: AudioSpec,
+        output_spec: AudioSpec,
+        control: CallControl,
+        utterances: UtteranceRegistry,
+        max_lead_secs: float = 0.2,
+    ) -> None:
+        self.input_spec = input_spec
+        self.output_spec = output_spec
+        self.stream = GrpcCallStream(context)
+        self.stream.start()
+        self._transport = GrpcStreamTransport(
+            self.stream, input_spec, output_spec, control, utterances, max_lead_secs
+        )
+
+    @property
+    def transport(self) -> GrpcStreamTransport:
+        return self._transport
+
+    def send_event(self, event: SessionEvent) -> None:
+        response = event_to_proto(event)
+        if isinstance(event, SessionStartedEvent):
+            response.session_started.input_format.CopyFrom(spec_to_proto(self.input_spec))
+            response.session_started.output_format.CopyFrom(spec_to_proto(self.output_spec))
+        self.stream.send(response)
+
+    async def close(self) -> None:
+        await self.stream.drain_and_close()
+
+    async def abort(self) -> None:
+        await self.stream.abort_writer()
