@@ -34,8 +34,7 @@ lint: install
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy gateway pipelines transports billing clients/python/voicegw_client
-	.venv/bin/buf lint
-	.venv/bin/buf format --diff --exit-code
+	.venv/bin/python -m gateway.tools.gen_protos --check --lint
 
 bench: install
 	.venv/bin/python -m tests.bench.run

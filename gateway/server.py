@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import signal
 from pathlib import Path
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 from aiohttp import web
@@ -138,15 +140,30 @@ class Gateway:
             await self.database.close()
 
 
-async def run_until_signalled(gateway: Gateway) -> None:
+async def run_until_signalled(
+    gateway: Gateway, on_ready: Callable[[Gateway], None] | None = None
+) -> None:
     """Serves until SIGTERM/SIGINT, then shuts down gracefully."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await gateway.start()
+    if on_ready is not None:
+        on_ready(gateway)
     try:
         await stop.wait()
         logger.info("shutting down")
     finally:
         await gateway.stop()
+
+
+def main_serve(args: Any) -> int:
+    """`voicegw serve`: the production entry point (DATABASE_URL, TLS, env secrets)."""
+    from gateway.cli import serve_settings
+    from gateway.logs import configure_logging
+
+    settings = serve_settings(args)
+    configure_logging(settings.log_level, json=settings.log_json)
+    asyncio.run(run_until_signalled(Gateway(settings)))
+    return 0

@@ -1,0 +1,202 @@
+"""Gateway settings: environment first, then an optional TOML file, then defaults.
+
+Secrets (the key pepper, and the database URL because it may carry a password) are accepted from
+the environment only, so a config file can be committed, copied into an image or shown in a bug
+report without leaking anything. A secret found in the TOML file is an error, not silently
+ignored, so nobody believes a secret is set when it is not.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import secrets
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+CONFIG_ENV = "VOICEGW_CONFIG"
+PEPPER_FILE = "key-pepper"
+SECRET_FIELDS = frozenset({"key_pepper", "database_url"})
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+# Set by `Settings.load(config=...)` for the duration of one construction: pydantic-settings
+# builds its sources in a classmethod, so an explicit path has to reach it out of band.
+_config_override: contextvars.ContextVar[Path | None] = contextvars.ContextVar(
+    "voicegw_config_override", default=None
+)
+
+
+def _default_workers() -> int:
+    """CPUs this process may actually use (a container's cpuset, not the host's count)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS has no sched_getaffinity
+        return max(1, os.cpu_count() or 1)
+
+
+class ConfigFileError(ValueError):
+    """The TOML config file is unreadable or holds something it must not."""
+
+
+class _TomlFileSource(PydanticBaseSettingsSource):
+    """Reads `Settings.load(config=...)` or `$VOICEGW_CONFIG`, refusing secrets in it."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        path = _config_override.get()
+        if path is None and os.environ.get(CONFIG_ENV):
+            path = Path(os.environ[CONFIG_ENV])
+        self._data: dict[str, Any] = self._read(path) if path is not None else {}
+
+    @staticmethod
+    def _read(path: Path) -> dict[str, Any]:
+        try:
+            data = tomllib.loads(path.expanduser().read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigFileError(f"cannot read config file {path}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigFileError(f"config file {path} is not valid TOML: {exc}") from exc
+        leaked = sorted(SECRET_FIELDS & data.keys())
+        if leaked:
+            names = ", ".join(leaked)
+            raise ConfigFileError(
+                f"config file {path} sets {names}: secrets are read from the environment only"
+            )
+        return data
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+class Settings(BaseSettings):
+    """Everything the gateway process is configured with."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="VOICEGW_",
+        extra="forbid",
+        validate_default=True,
+        populate_by_name=True,
+    )
+
+    database_url: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("DATABASE_URL", "VOICEGW_DATABASE_URL", "database_url"),
+        description="PostgreSQL URL; when unset an embedded server is started (development).",
+    )
+    state_dir: Path = Path(".voicegw")
+    pg_data_dir: Path | None = None
+    db_pool_size: int = Field(default=10, ge=1)
+
+    grpc_host: str = "[::]"
+    grpc_port: int = Field(default=50051, ge=0, le=65535)
+    http_host: str = "0.0.0.0"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    key_pepper: SecretStr | None = None
+
+    log_level: LogLevel = "INFO"
+    log_json: bool = True
+
+    stt_workers: int = Field(default_factory=_default_workers, ge=1)
+    max_sessions: int = Field(default=50, ge=1)
+    shutdown_grace_secs: float = Field(default=10.0, ge=0)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # No dotenv and no secrets dir: one place for secrets (the environment) is easier to audit.
+        return (init_settings, env_settings, _TomlFileSource(settings_cls))
+
+    @classmethod
+    def load(cls, config: Path | None = None, **overrides: Any) -> Settings:
+        """Build settings, reading `config` (instead of `$VOICEGW_CONFIG`) when given."""
+        token = _config_override.set(config)
+        try:
+            return cls(**overrides)
+        finally:
+            _config_override.reset(token)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be set together")
+        return self
+
+    def database_dsn(self) -> str | None:
+        """The configured PostgreSQL URL in clear, or None for the embedded server."""
+        return self.database_url.get_secret_value() if self.database_url else None
+
+    def resolved_key_pepper(self) -> str:
+        """The pepper for API-key hashes: `VOICEGW_KEY_PEPPER`, else a per-state-dir file.
+
+        The file fallback exists so development keys keep working across restarts without any
+        setup; production sets the variable, identical on every replica.
+        """
+        if self.key_pepper is not None:
+            value = self.key_pepper.get_secret_value()
+            if not value:
+                raise ValueError("VOICEGW_KEY_PEPPER is set but empty")
+            return value
+        return _file_pepper(self.state_dir)
+
+
+def ensure_state_dir(state_dir: Path) -> Path:
+    """Create the state directory private to this user (it holds the pepper and dev keys)."""
+    path = state_dir.expanduser()
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
+
+
+def _file_pepper(state_dir: Path) -> str:
+    path = ensure_state_dir(state_dir) / PEPPER_FILE
+    try:
+        return _read_pepper(path)
+    except FileNotFoundError:
+        pass
+    # Write a private temporary file, then link it into place: link() fails if the name exists,
+    # so when two processes start together exactly one pepper wins and nobody reads a half file.
+    tmp = path.with_name(f".{PEPPER_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as file:
+            file.write(secrets.token_urlsafe(32) + "\n")
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    return _read_pepper(path)
+
+
+def _read_pepper(path: Path) -> str:
+    value = path.read_text(encoding="ascii").strip()
+    if not value:
+        raise ValueError(f"pepper file {path} is empty; delete it to create a new one")
+    return value

@@ -1,0 +1,92 @@
+"""`voicegw dev` (what `make run` starts): the gateway with everything a newcomer needs.
+
+Embedded PostgreSQL (unless DATABASE_URL is set), migrations, the organisation `default` with
+the built-in secretary agent, and a development API key written once to `.voicegw/dev-api-key`
+(mode 0600) and reused on later runs, so the README's `voicegw talk` line just works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from gateway.auth import ApiKeyStore
+from gateway.config import Settings
+from gateway.db import Database
+from gateway.server import Gateway, run_until_signalled
+from gateway.storage import agents, orgs
+from pipelines.agent_config import AgentConfig
+
+DEFAULT_ORG = "default"
+DEFAULT_AGENT = "secretary"
+DEV_KEY_FILE = "dev-api-key"
+
+
+async def ensure_default_tenant(db: Database) -> Any:
+    """Organisation `default` with the secretary agent; leaves existing versions alone."""
+    org = await orgs.get_by_name(db.pool, DEFAULT_ORG)
+    if org is None:
+        org = await orgs.create(db.pool, DEFAULT_ORG)
+    if await agents.get_current(db.pool, org.id, DEFAULT_AGENT) is None:
+        config = AgentConfig.default_secretary()
+        await agents.create_or_new_version(db.pool, org.id, DEFAULT_AGENT, config.to_dict())
+    return org
+
+
+async def ensure_dev_key(db: Database, settings: Settings, org_id: Any) -> tuple[Path, bool]:
+    """The development key file; a new key only when there is none or it no longer verifies."""
+    path = Path(settings.state_dir) / DEV_KEY_FILE
+    store = ApiKeyStore(db.pool, settings.resolved_key_pepper())
+    if path.exists():
+        existing = path.read_text().strip()
+        if await store.verify(existing) is not None:
+            return path, False
+        logger.warning(f"{path} holds a key this database does not know; writing a new one")
+    issued = await store.create(org_id, label="development key (make run)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(issued.key + "\n")
+    os.chmod(path, 0o600)
+    return path, True
+
+
+async def _dev(settings: Settings) -> None:
+    database = await Database.open(settings)
+    try:
+        await database.migrate()
+        org = await ensure_default_tenant(database)
+        key_path, created = await ensure_dev_key(database, settings, org.id)
+        gateway = Gateway(settings, database=database)
+
+        def announce(running: Gateway) -> None:
+            state = "wrote a new" if created else "reusing the"
+            print(
+                f"\nvoicegw is running (offline secretary agent).\n"
+                f"  gRPC:     localhost:{running.grpc_port}\n"
+                f"  metrics:  http://localhost:{running.http_port}/metrics\n"
+                f"  API key:  {state} development key in {key_path}\n"
+                f"  talk:     .venv/bin/voicegw talk --target localhost:{running.grpc_port} "
+                f'--api-key "$(cat {key_path})" --agent {DEFAULT_AGENT} --wav question.wav '
+                f"--out answer.wav\n"
+                f"Press Ctrl-C to stop.\n",
+                flush=True,
+            )
+
+        await run_until_signalled(gateway, announce)
+    finally:
+        await database.close()
+
+
+def main_dev(args: Any) -> int:
+    from gateway.cli import serve_settings
+    from gateway.logs import configure_logging
+
+    settings = serve_settings(args)
+    configure_logging(settings.log_level, json=settings.log_json)
+    asyncio.run(_dev(settings))
+    return 0

@@ -1,0 +1,58 @@
+"""Organisations: the tenants. Every other row belongs to exactly one."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from gateway.storage._db import Queryable
+from gateway.storage.errors import AlreadyExists
+
+_COLUMNS = "id, name, suspended, created_at"
+
+
+@dataclass(frozen=True, slots=True)
+class Organization:
+    id: uuid.UUID
+    name: str
+    suspended: bool
+    created_at: datetime
+
+
+def _row(row: Any) -> Organization:
+    return Organization(row["id"], row["name"], row["suspended"], row["created_at"])
+
+
+async def create(db: Queryable, name: str) -> Organization:
+    """Create an organisation; `AlreadyExists` if the name is taken."""
+    if not name.strip():
+        raise ValueError("organisation name must not be empty")
+    try:
+        row = await db.fetchrow(
+            f"INSERT INTO organizations (name) VALUES ($1) RETURNING {_COLUMNS}", name
+        )
+    except asyncpg.UniqueViolationError:
+        raise AlreadyExists(f"organisation {name!r} already exists") from None
+    return _row(row)
+
+
+async def get(db: Queryable, org_id: uuid.UUID) -> Organization | None:
+    row = await db.fetchrow(f"SELECT {_COLUMNS} FROM organizations WHERE id = $1", org_id)
+    return _row(row) if row else None
+
+
+async def get_by_name(db: Queryable, name: str) -> Organization | None:
+    row = await db.fetchrow(f"SELECT {_COLUMNS} FROM organizations WHERE name = $1", name)
+    return _row(row) if row else None
+
+
+async def set_suspended(db: Queryable, org_id: uuid.UUID, suspended: bool) -> bool:
+    """Suspend or reinstate; a suspended organisation's keys stop verifying. False if unknown."""
+    status = await db.execute(
+        "UPDATE organizations SET suspended = $2 WHERE id = $1", org_id, suspended
+    )
+    return bool(status != "UPDATE 0")

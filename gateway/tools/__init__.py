@@ -1,0 +1,1 @@
+"""Developer tools run from the Makefile (`make gen`); not imported by the running gateway."""

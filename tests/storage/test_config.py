@@ -1,0 +1,66 @@
+"""Settings: VOICEGW_ environment, DATABASE_URL, an optional TOML file, secrets from env only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from gateway.config import ConfigFileError, Settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("DATABASE_URL", "VOICEGW_CONFIG", "VOICEGW_KEY_PEPPER", "VOICEGW_GRPC_PORT"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_defaults() -> None:
+    settings = Settings()
+    assert (settings.grpc_host, settings.grpc_port, settings.http_port) == ("[::]", 50051, 8080)
+    assert settings.database_dsn() is None and settings.log_json is True
+    assert settings.max_sessions == 50 and settings.shutdown_grace_secs == 10
+    assert settings.stt_workers >= 1 and settings.state_dir == Path(".voicegw")
+
+
+def test_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:secret@db/voicegw")
+    monkeypatch.setenv("VOICEGW_GRPC_PORT", "6000")
+    monkeypatch.setenv("VOICEGW_LOG_LEVEL", "debug")
+    settings = Settings()
+    assert settings.database_dsn() == "postgresql://u:secret@db/voicegw"
+    assert "secret" not in repr(settings)
+    assert (settings.grpc_port, settings.log_level) == (6000, "DEBUG")
+
+
+def test_toml_file_below_the_environment(tmp_path: Path, monkeypatch) -> None:
+    config = tmp_path / "voicegw.toml"
+    config.write_text("grpc_port = 7000\nhttp_port = 9000\nlog_json = false\n")
+    monkeypatch.setenv("VOICEGW_CONFIG", str(config))
+    monkeypatch.setenv("VOICEGW_GRPC_PORT", "6000")
+    settings = Settings()
+    assert (settings.grpc_port, settings.http_port, settings.log_json) == (6000, 9000, False)
+    assert Settings.load(None).http_port == 9000
+    other = tmp_path / "other.toml"
+    other.write_text("http_port = 9100\n")
+    assert Settings.load(other).http_port == 9100
+
+
+@pytest.mark.parametrize("secret", ['key_pepper = "x"', 'database_url = "postgresql://a/b"'])
+def test_secrets_in_the_file_are_refused(tmp_path: Path, secret: str) -> None:
+    config = tmp_path / "voicegw.toml"
+    config.write_text(secret + "\n")
+    with pytest.raises(ConfigFileError, match="environment only"):
+        Settings.load(config)
+
+
+def test_unknown_keys_and_bad_values_are_errors(tmp_path: Path) -> None:
+    config = tmp_path / "voicegw.toml"
+    config.write_text("grpc_prot = 1\n")
+    with pytest.raises(ValidationError, match="grpc_prot"):
+        Settings.load(config)
+    with pytest.raises(ValidationError, match="tls_cert and tls_key"):
+        Settings(tls_cert=Path("cert.pem"))
+    with pytest.raises(ConfigFileError, match="cannot read"):
+        Settings.load(tmp_path / "missing.toml")
