@@ -217,7 +217,8 @@ class Session:
             call.worker.add_observer(latency)
             await call.worker.queue_frame(LLMRunFrame())  # the greeting
             runner = WorkerRunner(handle_sigint=False)
-            run_task = asyncio.create_task(runner.run(call.worker), name=f"call-{self.call_id}")
+            await runner.add_workers(call.worker)
+            run_task = asyncio.create_task(runner.run(), name=f"call-{self.call_id}")
             done, _ = await asyncio.wait({run_task, self._end}, return_when=asyncio.FIRST_COMPLETED)
             if self._end.done():
                 request = self._end.result()

@@ -28,6 +28,7 @@ from transports.grpc_stream.wire import spec_from_proto
 
 CONFIG_TIMEOUT_SECS = 10.0
 ERROR_DOMAIN = "voicegw.dev"
+VOICE_SCOPE = "voice"
 
 
 def status_with_reason(code: str, message: str, reason: str | None) -> status_pb2.Status:
@@ -47,6 +48,11 @@ class VoiceService(voice_pb2_grpc.VoiceServiceServicer):
 
     async def Converse(self, request_iterator: object, context: grpc.aio.ServicerContext) -> None:  # noqa: N802
         principal = current_principal()
+        if not principal.has_scope(VOICE_SCOPE):
+            await self._refuse(
+                context, "PERMISSION_DENIED", f"this API key lacks the {VOICE_SCOPE!r} scope"
+            )
+            return
         try:
             first = await asyncio.wait_for(context.read(), CONFIG_TIMEOUT_SECS)
         except TimeoutError:

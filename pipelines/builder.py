@@ -29,7 +29,6 @@ from pipecat.turns.user_start import (
     TranscriptionUserTurnStartStrategy,
     VADUserTurnStartStrategy,
 )
-from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from pipelines.agent_config import AgentConfig
@@ -39,6 +38,7 @@ from pipelines.grammar import build_jsgf
 from pipelines.services.offline_stt import PocketsphinxSTTService
 from pipelines.services.offline_tts import EspeakTTSService
 from pipelines.services.scripted_llm import UNRECOGNISED_MARKER, ScriptedLLMService
+from pipelines.turns import FinalTranscriptUserTurnStopStrategy
 
 PIPELINE_IN_RATE = 16000
 
@@ -106,7 +106,11 @@ def build_call_pipeline(
                 start=[VADUserTurnStartStrategy(), TranscriptionUserTurnStartStrategy()],
                 # Smart-Turn v3 waited its 3 s fallback on telephone/synthetic speech; a short
                 # fixed wait after the VAD stop is predictable (DESIGN §5).
-                stop=[SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=turn.user_speech_timeout)],
+                stop=[
+                    FinalTranscriptUserTurnStopStrategy(
+                        user_speech_timeout=turn.user_speech_timeout
+                    )
+                ],
             ),
             # Our STT finalizes an empty transcript when it heard nothing; the agent gets the
             # marker and re-prompts instead of leaving the caller in silence.

@@ -29,6 +29,10 @@ HOURS_ANSWER = "We are open from eight to six."
 ADDRESS_ANSWER = "We are at 42 Harbor Street."
 
 
+def said(log: CallLog, text: str) -> bool:
+    return any(text in t for t in log.transcripts("agent"))
+
+
 def short_secretary() -> AgentConfig:
     config = AgentConfig.default_secretary()
     data = config.to_dict()
@@ -92,7 +96,7 @@ async def test_spoken_faq_question_gets_its_answer(
     client, caller = await start_call(gateway, short_tenant)
     await caller.wait_bot_stopped(1)
     await caller.say(speech("what are your opening hours"), 16000)
-    await caller.wait_for(lambda log: HOURS_ANSWER in " ".join(log.transcripts("agent")))
+    await caller.wait_for(lambda log: said(log, HOURS_ANSWER))
     await caller.wait_bot_stopped(2)
     log = await finish(client, caller)
     user = log.transcripts("user")
@@ -116,7 +120,7 @@ async def test_unintelligible_utterance_gets_the_reprompt(
     # Speech-like sound that is not English: espeak's German voice.
     await caller.say(speech("Guten Morgen, wie geht es Ihnen heute?", voice="de"), 16000)
     reprompt = short_secretary().reprompt
-    await caller.wait_for(lambda log: reprompt in log.transcripts("agent"))
+    await caller.wait_for(lambda log: said(log, reprompt))
     await finish(client, caller)
 
 
@@ -127,14 +131,12 @@ async def test_left_message_is_stored_as_text_and_audio(
     client, caller = await start_call(gateway, short_tenant)
     await caller.wait_bot_stopped(1)
     await caller.say(speech("i want to leave a message"), 16000)
-    await caller.wait_for(lambda log: config.message.prompt in log.transcripts("agent"))
+    await caller.wait_for(lambda log: said(log, config.message.prompt))
     await caller.wait_bot_stopped(2)
     message = "hello this is john please call me back tomorrow morning"
     spoken = speech(message)
     await caller.say(spoken, 16000)
-    await caller.wait_for(
-        lambda log: any(config.message.confirmation in t for t in log.transcripts("agent"))
-    )
+    await caller.wait_for(lambda log: said(log, config.message.confirmation))
     log = await finish(client, caller)
     record = await stored(database, log)
     stored_message = await calls.get_message(database.pool, record.id)
@@ -158,7 +160,7 @@ async def test_goodbye_ends_the_call(
     await client.close()
     assert log.ended is not None and log.ended.reason == "agent_goodbye"
     assert log.status_code == "OK"
-    assert config.goodbye in log.transcripts("agent")
+    assert said(log, config.goodbye)
     # The closing line was played out before the call ended.
     assert len(log.audio_bytes(utterance_id=2)) / 32000 > 1.0  # greeting is 1, goodbye 2
     record = await stored(database, log)
@@ -179,10 +181,8 @@ async def test_two_concurrent_calls_never_mix(
     await asyncio.gather(a.wait_bot_stopped(2), b.wait_bot_stopped(2))
     lateness_p99 = gateway.loop_monitor.percentile(99)
     log_a, log_b = await asyncio.gather(finish(client_a, a), finish(client_b, b))
-    assert HOURS_ANSWER in log_a.transcripts("agent")
-    assert ADDRESS_ANSWER not in log_a.transcripts("agent")
-    assert ADDRESS_ANSWER in log_b.transcripts("agent")
-    assert HOURS_ANSWER not in log_b.transcripts("agent")
+    assert said(log_a, HOURS_ANSWER) and not said(log_a, ADDRESS_ANSWER)
+    assert said(log_b, ADDRESS_ANSWER) and not said(log_b, HOURS_ANSWER)
     record_a, record_b = await stored(database, log_a), await stored(database, log_b)
     assert record_a.org_id == short_tenant.org_id and record_b.org_id == other.org_id
     turns_a = await calls.list_turns(database.pool, record_a.id)
@@ -212,9 +212,12 @@ async def test_each_format_round_trips(
     client, caller = await start_call(gateway, short_tenant, input_format=fmt)
     await caller.wait_bot_stopped(1)
     await caller.say(speech("what are your opening hours", fmt.sample_rate_hz), fmt.sample_rate_hz)
-    await caller.wait_for(lambda log: HOURS_ANSWER in log.transcripts("agent"))
+    await caller.wait_for(lambda log: said(log, HOURS_ANSWER))
     log = await finish(client, caller)
     greeting = sdk_audio.decode(log.audio_bytes(1), fmt.encoding)
-    reference = speech(SHORT["greeting"], fmt.sample_rate_hz)
+    # The TTS speaks sentence by sentence; the greeting is two.
+    reference = speech("Hello, Acme Dental.", fmt.sample_rate_hz) + speech(
+        "How can I help?", fmt.sample_rate_hz
+    )
     # The greeting arrived whole, at the caller's rate and in the caller's encoding.
-    assert abs(len(greeting) - len(reference)) / len(reference) < 0.1
+    assert abs(len(greeting) - len(reference)) / len(reference) < 0.05
