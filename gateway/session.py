@@ -130,6 +130,7 @@ class Session:
         self.playback_marks: dict[int, int] = {}
         self.last_inbound = time.monotonic()
         self.outcome: EndRequest | None = None
+        self.finished = asyncio.Event()  # set once the call is stored and the door closed
 
     # CallControl ------------------------------------------------------------------------------
 
@@ -159,6 +160,7 @@ class Session:
             try:
                 return await self._run(make_door)
             finally:
+                self.finished.set()
                 if self._on_finished is not None:
                     self._on_finished(self)
 
