@@ -305,9 +305,8 @@ def _cmd_key_revoke(args: argparse.Namespace, _: list[str]) -> int:
 
 
 def _cmd_agent_show(args: argparse.Namespace, _: list[str]) -> int:
-    from pipelines.agent_config import AgentConfig
-
     from gateway.storage import agents
+    from pipelines.agent_config import AgentConfig
 
     async def work(db: Any) -> int:
         org_id = await _org_id(db, args.org)
@@ -325,15 +324,14 @@ def _cmd_agent_show(args: argparse.Namespace, _: list[str]) -> int:
 
 
 def _cmd_agent_set(args: argparse.Namespace, _: list[str]) -> int:
-    from pipelines.agent_config import AgentConfig
-
     from gateway.storage import agents
+    from pipelines.agent_config import AgentConfig
 
     path: Path = args.file
     text = sys.stdin.read() if str(path) == "-" else path.read_text(encoding="utf-8")
     try:
         config = AgentConfig.from_toml(text)
-    except Exception as exc:
+    except (ValueError, TypeError) as exc:  # AgentConfigError and TOML errors are ValueErrors
         raise CliError(f"{path}: invalid agent config: {_one_line(exc)}") from None
     document = config.model_dump(mode="json")
 

@@ -16,8 +16,11 @@ import grpc
 
 from gateway.auth import Principal
 
-EXEMPT_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",
-                   "/grpc.reflection.v1.ServerReflection/")
+EXEMPT_SERVICES = (
+    "/grpc.health.v1.Health/",
+    "/grpc.reflection.v1alpha.ServerReflection/",
+    "/grpc.reflection.v1.ServerReflection/",
+)
 
 _principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
     "voicegw_principal", default=None

@@ -6,14 +6,15 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
-CALLS_ACTIVE = Gauge(
-    "voicegw_calls_active", "Calls in progress", ["door"], registry=REGISTRY
-)
+CALLS_ACTIVE = Gauge("voicegw_calls_active", "Calls in progress", ["door"], registry=REGISTRY)
 CALLS_STARTED = Counter(
     "voicegw_calls_started_total", "Calls that started", ["door"], registry=REGISTRY
 )
 CALLS_ENDED = Counter(
-    "voicegw_calls_ended_total", "Calls that ended, by reason", ["door", "reason"], registry=REGISTRY
+    "voicegw_calls_ended_total",
+    "Calls that ended, by reason",
+    ["door", "reason"],
+    registry=REGISTRY,
 )
 CALLS_REFUSED = Counter(
     "voicegw_calls_refused_total",

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -85,9 +85,8 @@ class Gateway:
         )
         address = f"{settings.grpc_host}:{settings.grpc_port}"
         if settings.tls_cert and settings.tls_key:
-            credentials = grpc.ssl_server_credentials(
-                [(Path(settings.tls_key).read_bytes(), Path(settings.tls_cert).read_bytes())]
-            )
+            key, cert = await asyncio.to_thread(_read_tls, settings.tls_key, settings.tls_cert)
+            credentials = grpc.ssl_server_credentials([(key, cert)])
             self.grpc_port = self._server.add_secure_port(address, credentials)
         else:
             self.grpc_port = self._server.add_insecure_port(address)
@@ -133,11 +132,16 @@ class Gateway:
         await self.loop_monitor.stop()
         if self._engines is not None:
             await asyncio.gather(
-                self._engines.stt_pool.close(), self._engines.tts_worker.close(),
+                self._engines.stt_pool.close(),
+                self._engines.tts_worker.close(),
                 return_exceptions=True,
             )
         if self.database is not None and self._owns_database:
             await self.database.close()
+
+
+def _read_tls(key_path: str | Path, cert_path: str | Path) -> tuple[bytes, bytes]:
+    return Path(key_path).read_bytes(), Path(cert_path).read_bytes()
 
 
 async def run_until_signalled(

@@ -221,7 +221,8 @@ class Session:
             runner = WorkerRunner(handle_sigint=False)
             await runner.add_workers(call.worker)
             run_task = asyncio.create_task(runner.run(), name=f"call-{self.call_id}")
-            done, _ = await asyncio.wait({run_task, self._end}, return_when=asyncio.FIRST_COMPLETED)
+            waiters: set[asyncio.Future[Any]] = {run_task, self._end}
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
             if self._end.done():
                 request = self._end.result()
             else:

@@ -12,9 +12,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from gateway.session import CallIdentity, CallStore, Session
 from pipelines.agent_config import AgentConfig
 from pipelines.builder import Engines
-from gateway.session import CallIdentity, CallStore, Session
 from transports.events import EndReason, EndRequest
 
 

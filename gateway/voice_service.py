@@ -46,7 +46,7 @@ class VoiceService(voice_pb2_grpc.VoiceServiceServicer):
         self._sessions = sessions
         self._max_lead = max_lead_secs
 
-    async def Converse(self, request_iterator: object, context: grpc.aio.ServicerContext) -> None:  # noqa: N802
+    async def Converse(self, request_iterator: object, context: grpc.aio.ServicerContext) -> None:
         principal = current_principal()
         if not principal.has_scope(VOICE_SCOPE):
             await self._refuse(

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
-    Frame,
     InterruptionFrame,
     TranscriptionFrame,
     TTSStartedFrame,

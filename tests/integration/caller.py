@@ -132,7 +132,9 @@ class ScriptedCaller:
             await self._conversation.close()
 
     def summary(self) -> str:
-        kinds = [type(r.event).__name__ for r in self.log.events if not isinstance(r.event, AgentAudio)]
+        kinds = [
+            type(r.event).__name__ for r in self.log.events if not isinstance(r.event, AgentAudio)
+        ]
         return f"events={kinds} transcripts={[(e.role, e.text) for e in self.log.of(Transcript)]}"
 
     async def _receive(self) -> None:

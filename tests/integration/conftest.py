@@ -27,7 +27,9 @@ class Tenant:
 
 
 @pytest.fixture(scope="session")
-async def gateway(database: Database, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gateway]:
+async def gateway(
+    database: Database, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Gateway]:
     state = tmp_path_factory.mktemp("state")
     settings = Settings.load(
         None,

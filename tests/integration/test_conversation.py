@@ -50,7 +50,9 @@ async def short_tenant(database: Database) -> Tenant:
     return await make_tenant(database, short_secretary())
 
 
-async def start_call(gateway: Gateway, tenant: Tenant, **kwargs: object) -> tuple[VoiceClient, ScriptedCaller]:
+async def start_call(
+    gateway: Gateway, tenant: Tenant, **kwargs: object
+) -> tuple[VoiceClient, ScriptedCaller]:
     client = VoiceClient(f"127.0.0.1:{gateway.grpc_port}", tenant.key)
     caller = await ScriptedCaller(client, "secretary", **kwargs).start()  # type: ignore[arg-type]
     return client, caller
@@ -72,7 +74,9 @@ async def stored(database: Database, log: CallLog) -> calls.CallRecord:
     return record
 
 
-async def test_greeting_arrives_first(gateway: Gateway, short_tenant: Tenant, database: Database) -> None:
+async def test_greeting_arrives_first(
+    gateway: Gateway, short_tenant: Tenant, database: Database
+) -> None:
     client, caller = await start_call(gateway, short_tenant)
     await caller.wait_bot_stopped(1)
     log = await finish(client, caller)

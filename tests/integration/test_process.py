@@ -58,7 +58,9 @@ async def wait_serving(port: int, process: asyncio.subprocess.Process, timeout: 
 
 
 @pytest.fixture
-async def served(database: Database, tmp_path: Path) -> AsyncIterator[tuple[int, asyncio.subprocess.Process]]:
+async def served(
+    database: Database, tmp_path: Path
+) -> AsyncIterator[tuple[int, asyncio.subprocess.Process]]:
     port = free_port()
     env = {
         **os.environ,
@@ -69,9 +71,17 @@ async def served(database: Database, tmp_path: Path) -> AsyncIterator[tuple[int,
         "VOICEGW_SHUTDOWN_GRACE_SECS": "1",
     }
     process = await asyncio.create_subprocess_exec(
-        VOICEGW, "serve", "--host", "127.0.0.1", "--grpc-port", str(port), "--http-port",
-        str(free_port()), env=env, stdout=asyncio.subprocess.DEVNULL,
-        stderr=open(tmp_path / "serve.log", "wb"),  # noqa: SIM115 - the process owns it
+        VOICEGW,
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--grpc-port",
+        str(port),
+        "--http-port",
+        str(free_port()),
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=open(tmp_path / "serve.log", "wb"),
     )
     try:
         await wait_serving(port, process)
@@ -91,12 +101,26 @@ async def test_talk_against_serve_as_the_readme_says(
     write_wav(question, "what are your opening hours")
     out, events = tmp_path / "answer.wav", tmp_path / "events.jsonl"
     talk = await asyncio.create_subprocess_exec(
-        VOICEGW, "talk", "--target", f"127.0.0.1:{port}", "--api-key", tenant.key,
-        "--agent", "secretary", "--wav", str(question), "--out", str(out),
-        "--events", str(events), "--timeout", "90",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        VOICEGW,
+        "talk",
+        "--target",
+        f"127.0.0.1:{port}",
+        "--api-key",
+        tenant.key,
+        "--agent",
+        "secretary",
+        "--wav",
+        str(question),
+        "--out",
+        str(out),
+        "--events",
+        str(events),
+        "--timeout",
+        "90",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
-    stdout, stderr = await asyncio.wait_for(talk.communicate(), 120)
+    _, stderr = await asyncio.wait_for(talk.communicate(), 120)
     assert talk.returncode == 0, stderr.decode()[-2000:]
     lines = [json.loads(line) for line in events.read_text().splitlines()]
     names = [line["event"] for line in lines]
@@ -104,8 +128,12 @@ async def test_talk_against_serve_as_the_readme_says(
     assert lines[-1]["code"] == "OK"
     assert names[-2] == "session_ended" and lines[-2]["reason"] == "caller_hangup"
     assert all(isinstance(line["t_ms"], int | float) for line in lines)
-    agent = [line["text"] for line in lines if line["event"] == "transcript" and line["role"] == "agent"]
-    user = [line["text"] for line in lines if line["event"] == "transcript" and line["role"] == "user"]
+    agent = [
+        line["text"] for line in lines if line["event"] == "transcript" and line["role"] == "agent"
+    ]
+    user = [
+        line["text"] for line in lines if line["event"] == "transcript" and line["role"] == "user"
+    ]
     assert agent[0].startswith("Hello, and thank you for calling Acme Dental")
     assert user and "hours" in user[0]
     assert any(text.startswith("We are open Monday to Friday") for text in agent)

@@ -16,7 +16,9 @@ from tests.conftest import TEST_PEPPER
 from tests.integration.conftest import Tenant, make_tenant
 
 
-def config(agent: str = "secretary", encoding: int = pb.AUDIO_ENCODING_LINEAR16, rate: int = 16000) -> pb.ConverseRequest:
+def config(
+    agent: str = "secretary", encoding: int = pb.AUDIO_ENCODING_LINEAR16, rate: int = 16000
+) -> pb.ConverseRequest:
     return pb.ConverseRequest(
         config=pb.SessionConfig(
             agent=agent, input_format=pb.AudioFormat(encoding=encoding, sample_rate_hz=rate)
@@ -122,9 +124,9 @@ async def test_another_tenants_agent_is_not_found(gateway: Gateway, database: Da
     _, unknown = await converse(gateway, [config("no-such-agent")], bearer(b_key))
     assert as_b is not None and unknown is not None
     assert as_b.code() == unknown.code() == grpc.StatusCode.NOT_FOUND
-    assert (as_b.details() or "").replace("private-agent", "X") == (unknown.details() or "").replace(
-        "no-such-agent", "X"
-    )
+    assert (as_b.details() or "").replace("private-agent", "X") == (
+        unknown.details() or ""
+    ).replace("no-such-agent", "X")
 
 
 async def test_first_request_must_be_config(gateway: Gateway, tenant: Tenant) -> None:

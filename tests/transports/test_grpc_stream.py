@@ -93,7 +93,7 @@ class EchoService(voice_pb2_grpc.VoiceServiceServicer):
         self.burst_secs = burst_secs
         self.controls: list[Control] = []
 
-    async def Converse(self, request_iterator: object, context: grpc.aio.ServicerContext) -> None:  # noqa: N802
+    async def Converse(self, request_iterator: object, context: grpc.aio.ServicerContext) -> None:
         first = await context.read()
         spec_in = spec_from_proto(first.config.input_format, "input")
         spec_out = (
@@ -104,17 +104,21 @@ class EchoService(voice_pb2_grpc.VoiceServiceServicer):
         control = Control()
         self.controls.append(control)
         door = GrpcStreamDoor(context, spec_in, spec_out, control, UtteranceRegistry())
-        pipeline = Pipeline([door.transport.input(), Echo(self.burst_secs), door.transport.output()])
+        pipeline = Pipeline(
+            [door.transport.input(), Echo(self.burst_secs), door.transport.output()]
+        )
         worker = PipelineWorker(
             pipeline,
-            params=PipelineParams(audio_in_sample_rate=16000, audio_out_sample_rate=spec_out.sample_rate),
+            params=PipelineParams(
+                audio_in_sample_rate=16000, audio_out_sample_rate=spec_out.sample_rate
+            ),
             enable_rtvi=False,
             idle_timeout_secs=None,
             cancel_on_idle_timeout=False,
             cancel_runner_on_idle_timeout=False,
         )
         run = asyncio.create_task(WorkerRunner(handle_sigint=False).run(worker))
-        done, _ = await asyncio.wait({run, control.ended}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({run, control.ended}, return_when=asyncio.FIRST_COMPLETED)
         if not run.done():
             await worker.cancel()
             await run
@@ -169,7 +173,9 @@ FORMATS = [("linear16", r) for r in (8000, 16000, 24000, 48000)] + [("pcmu", 800
 
 
 @pytest.mark.parametrize(("encoding", "rate"), FORMATS)
-async def test_each_format_round_trips(echo_server: tuple[str, EchoService], encoding: str, rate: int) -> None:
+async def test_each_format_round_trips(
+    echo_server: tuple[str, EchoService], encoding: str, rate: int
+) -> None:
     target, _ = echo_server
     # A live caller keeps sending after speaking; the trailing silence flushes the resamplers.
     pcm = tone(440, 1.0, rate) + bytes(rate)  # 1 s tone, 0.5 s silence
@@ -179,7 +185,9 @@ async def test_each_format_round_trips(echo_server: tuple[str, EchoService], enc
         call = voice_pb2_grpc.VoiceServiceStub(channel).Converse()
         await call.write(config(encoding, rate))
         for i in range(0, len(pcm), chunk):
-            await call.write(pb.ConverseRequest(audio=pb.AudioInput(data=encode(pcm[i : i + chunk], encoding))))
+            await call.write(
+                pb.ConverseRequest(audio=pb.AudioInput(data=encode(pcm[i : i + chunk], encoding)))
+            )
         received = bytearray()
         async for response in call:
             if response.HasField("audio"):
@@ -216,7 +224,11 @@ async def test_output_format_may_differ_from_input(echo_server: tuple[str, EchoS
 
 @pytest.mark.parametrize(
     ("payload", "message"),
-    [(b"\x01\x02\x03", "whole number"), (bytes(2 * 16 * 5), "outside"), (bytes(2 * 16 * 120), "outside")],
+    [
+        (b"\x01\x02\x03", "whole number"),
+        (bytes(2 * 16 * 5), "outside"),
+        (bytes(2 * 16 * 120), "outside"),
+    ],
 )
 async def test_malformed_audio_ends_with_invalid_argument(
     echo_server: tuple[str, EchoService], payload: bytes, message: str

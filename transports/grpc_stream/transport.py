@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 import grpc
 from loguru import logger
+from pipecat.audio.dtmf.types import KeypadEntry
 from pipecat.audio.utils import create_stream_resampler
 from pipecat.frames.frames import (
     CancelFrame,
@@ -28,7 +29,6 @@ from pipecat.frames.frames import (
     TranscriptionFrame,
     TTSStartedFrame,
 )
-from pipecat.audio.dtmf.types import KeypadEntry
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.transports.base_input import BaseInputTransport
 from pipecat.transports.base_output import BaseOutputTransport

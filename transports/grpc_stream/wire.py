@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from voicegw.v1 import voice_pb2 as pb
 
 from transports.codecs.formats import AudioSpec, Encoding, FormatError
@@ -33,7 +35,9 @@ _TURNS = {
     TurnKind.BOT_STOPPED: pb.TURN_EVENT_KIND_BOT_STOPPED,
 }
 
-_END_REASONS = {reason: pb.EndReason.Value(f"END_REASON_{reason.name}") for reason in EndReason}
+_END_REASONS: dict[EndReason, Any] = {
+    reason: pb.EndReason.Value(f"END_REASON_{reason.name}") for reason in EndReason
+}
 
 
 def spec_from_proto(fmt: pb.AudioFormat, what: str) -> AudioSpec:
@@ -89,7 +93,7 @@ def event_to_proto(event: SessionEvent) -> pb.ConverseResponse:
                 )
             )
         case BillingEvent():
-            kind = pb.BillingNoticeKind.Value(f"BILLING_NOTICE_KIND_{event.kind.upper()}")
+            kind: Any = pb.BillingNoticeKind.Value(f"BILLING_NOTICE_KIND_{event.kind.upper()}")
             return pb.ConverseResponse(
                 billing=pb.BillingNotice(
                     kind=kind,
