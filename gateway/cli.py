@@ -134,6 +134,13 @@ def _build_parser() -> argparse.ArgumentParser:
     agent_list = agent.add_parser("list", help="list an organisation's agents")
     agent_list.add_argument("--org", default="default")
     agent_list.set_defaults(handler=_cmd_agent_list)
+
+    say = commands.add_parser("say", help="speak TEXT with espeak-ng into a WAV (test audio)")
+    say.add_argument("text")
+    say.add_argument("--out", required=True, type=Path, help="WAV file to write")
+    say.add_argument("--voice", default="en-us")
+    say.add_argument("--rate", type=int, help="sample rate of the WAV (default: espeak's)")
+    say.set_defaults(handler=_cmd_say)
     return parser
 
 
@@ -211,6 +218,17 @@ def _cmd_talk(_: argparse.Namespace, extra: list[str]) -> int:
     from voicegw_client.talk import main as talk_main
 
     return _run_entry(talk_main, extra)
+
+
+def _cmd_say(args: argparse.Namespace, _: list[str]) -> int:
+    from pipelines.engines.espeak import EspeakError, write_wav
+
+    try:
+        synthesis = write_wav(args.out, args.text, voice=args.voice, sample_rate=args.rate)
+    except (EspeakError, OSError) as exc:
+        raise CliError(str(exc)) from None
+    print(f"{args.out}: {synthesis.duration_secs:.2f} s of speech", file=sys.stderr)
+    return 0
 
 
 def _cmd_migrate(args: argparse.Namespace, _: list[str]) -> int:

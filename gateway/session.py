@@ -24,7 +24,7 @@ from pipecat.observers.user_bot_latency_observer import UserBotLatencyObserver
 from pipecat.workers.runner import WorkerRunner
 
 from gateway import metrics
-from gateway.logs import call_context
+from gateway.logs import call_context, mask_phone
 from pipelines.agent_config import AgentConfig
 from pipelines.builder import Engines, build_call_pipeline
 from pipelines.recorder import CallRecorder, RecordedMessage, TurnRecord
@@ -182,7 +182,8 @@ class Session:
         metrics.CALLS_ACTIVE.labels(door.name).inc()
         logger.info(
             f"call started: org={identity.org_name} agent={identity.agent_name} "
-            f"v{identity.agent_version} door={door.name}"
+            f"v{identity.agent_version} door={door.name} "
+            f"caller={mask_phone(identity.caller_number) if identity.caller_number else '-'}"
         )
         # Billable time starts when the caller is told the call started (DESIGN §4, issue 4).
         self._emit(
