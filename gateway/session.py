@@ -127,6 +127,8 @@ class Session:
         self._end: asyncio.Future[EndRequest] = asyncio.get_running_loop().create_future()
         self._door: Door | None = None
         self._latencies_ms: list[int] = []
+        self._pending_latency_ms: int | None = None
+        self._engine_names: dict[str, str] = {}
         self.playback_marks: dict[int, int] = {}
         self.last_inbound = time.monotonic()
         self.outcome: EndRequest | None = None
@@ -214,8 +216,10 @@ class Session:
                 emit=self._emit,
                 on_agent_end=self._on_agent_end,
             )
+            self._engine_names = {call.stt.name: "stt", call.llm.name: "llm", call.tts.name: "tts"}
             latency = UserBotLatencyObserver()
             latency.add_event_handler("on_latency_measured", self._on_latency)
+            latency.add_event_handler("on_latency_breakdown", self._on_latency_breakdown)
             call.worker.add_observer(recorder)
             call.worker.add_observer(latency)
             await call.worker.queue_frame(LLMRunFrame())  # the greeting
@@ -323,8 +327,28 @@ class Session:
     async def _on_latency(self, _observer: Any, latency_secs: float) -> None:
         ms = int(latency_secs * 1000)
         self._latencies_ms.append(ms)
+        self._pending_latency_ms = ms
         metrics.TURN_LATENCY.labels(self.door_name).observe(latency_secs)
-        self._emit(LatencyEvent(user_to_bot_ms=ms))
+
+    async def _on_latency_breakdown(self, _observer: Any, breakdown: Any) -> None:
+        """One latency report per answered turn, with each engine's time to first byte."""
+        total = self._pending_latency_ms
+        self._pending_latency_ms = None
+        if total is None:
+            return  # the greeting: measured from connect, not from the caller's speech
+        ttfb = {"stt": 0, "llm": 0, "tts": 0}
+        for entry in breakdown.ttfb:
+            engine = self._engine_names.get(entry.processor)
+            if engine is not None:
+                ttfb[engine] = int(entry.duration_secs * 1000)
+        self._emit(
+            LatencyEvent(
+                user_to_bot_ms=total,
+                stt_ms=ttfb["stt"],
+                llm_ttfb_ms=ttfb["llm"],
+                tts_ttfb_ms=ttfb["tts"],
+            )
+        )
 
     def _latency_summary(self, recorder: CallRecorder | None) -> dict[str, Any]:
         values = self._latencies_ms
