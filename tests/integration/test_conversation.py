@@ -11,7 +11,7 @@ import asyncio
 import uuid
 
 import pytest
-from voicegw_client import AudioFormat, SessionStarted, VoiceClient
+from voicegw_client import AudioFormat, Latency, SessionStarted, VoiceClient
 
 from gateway.db import Database
 from gateway.server import Gateway
@@ -107,6 +107,8 @@ async def test_spoken_faq_question_gets_its_answer(
     assert user and "hours" in user[0]
     answer_audio = log.audio_bytes(utterance_id=2)
     assert len(answer_audio) / 32000 > 1.0
+    latency = log.of(Latency)
+    assert len(latency) == 1 and 0 < latency[0].user_to_bot_ms < 5000
     record = await stored(database, log)
     turns = await calls.list_turns(database.pool, record.id)
     roles = [(t.role, t.text) for t in turns]
