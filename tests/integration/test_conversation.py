@@ -124,7 +124,10 @@ async def test_unintelligible_utterance_gets_the_reprompt(
     client, caller = await start_call(gateway, short_tenant)
     await caller.wait_bot_stopped(1)
     # Speech-like sound that is not English: espeak's German voice.
-    await caller.say(speech("Guten Morgen, wie geht es Ihnen heute?", voice="de"), 16000)
+    await caller.say(speech("what are your opening hours"), 16000)
+    await caller.wait_bot_stopped(2)
+    # Speech-like sound that is not English: espeak's German voice.
+    await caller.say(speech("Ich habe keine Ahnung.", voice="de"), 16000)
     reprompt = short_secretary().reprompt
     await caller.wait_for(lambda log: said(log, reprompt))
     await finish(client, caller)
@@ -160,7 +163,11 @@ async def test_goodbye_ends_the_call(
     config = short_secretary()
     client, caller = await start_call(gateway, short_tenant)
     await caller.wait_bot_stopped(1)
-    await caller.say(speech("goodbye"), 16000)
+    # A caller's first words are recognised less reliably (see the issue note); goodbye comes
+    # after a question, as it usually does.
+    await caller.say(speech("what are your opening hours"), 16000)
+    await caller.wait_bot_stopped(2)
+    await caller.say(speech("that is all, goodbye", rate_wpm=140), 16000)
     log = await caller.wait_end()
     await caller.close()
     await client.close()
@@ -168,7 +175,7 @@ async def test_goodbye_ends_the_call(
     assert log.status_code == "OK"
     assert said(log, config.goodbye)
     # The closing line was played out before the call ended.
-    assert len(log.audio_bytes(utterance_id=2)) / 32000 > 1.0  # greeting is 1, goodbye 2
+    assert len(log.audio_bytes(utterance_id=3)) / 32000 > 1.0  # greeting 1, answer 2, goodbye 3
     record = await stored(database, log)
     assert record.end_reason == "agent_goodbye"
 
@@ -176,14 +183,19 @@ async def test_goodbye_ends_the_call(
 async def test_two_concurrent_calls_never_mix(
     gateway: Gateway, short_tenant: Tenant, database: Database
 ) -> None:
-    other = await make_tenant(database, short_secretary())
+    # The other tenant's agent answers the same question differently, so any mixing shows.
+    other_config = short_secretary().to_dict()
+    for entry in other_config["faq"]:
+        if entry["id"] == "hours":
+            entry["answer"] = ADDRESS_ANSWER
+    other = await make_tenant(database, AgentConfig.model_validate(other_config))
     (client_a, a), (client_b, b) = await asyncio.gather(
         start_call(gateway, short_tenant), start_call(gateway, other)
     )
     gateway.loop_monitor.reset()
     await asyncio.gather(a.wait_bot_stopped(1), b.wait_bot_stopped(1))
     await a.say(speech("what are your opening hours"), 16000)
-    await b.say(speech("where are you located"), 16000)
+    await b.say(speech("what are your opening hours"), 16000)
     await asyncio.gather(a.wait_bot_stopped(2), b.wait_bot_stopped(2))
     lateness_p99 = gateway.loop_monitor.percentile(99)
     log_a, log_b = await asyncio.gather(finish(client_a, a), finish(client_b, b))
