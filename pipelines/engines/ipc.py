@@ -203,7 +203,7 @@ def serve(
             continue
         try:
             result = handler(frame)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the handler's failure goes back to the caller
             if frame.request_id:
                 writer.write(frame.request_id, OP_ERROR, f"{type(exc).__name__}: {exc}".encode())
             else:

@@ -1,10 +1,12 @@
 """Streaming speech recognition for many calls on a few pocketsphinx worker processes.
 
-pocketsphinx holds the GIL while it decodes (about 2x real time with the general language model
-on this hardware, 80x with a phrase grammar), so decoding in the server process - even in a
-thread - stalls every call's audio pacing. Each worker process hosts the decoders of the streams
-assigned to it and decodes audio as it arrives, so when the caller stops talking only the last
-fraction of a second is left to decode.
+pocketsphinx holds the GIL while it decodes (about 3x real time with the general language model
+on this hardware, ~20x with a phrase grammar and every senone scored for out-of-grammar
+rejection), so decoding in the server process - even in a thread - stalls every call's audio
+pacing. Each worker process hosts the decoders of the streams assigned to it and decodes audio
+as it arrives, so when the caller stops talking only the last fraction of a second is left to
+decode. (In grammar mode the first second of each utterance is buffered to measure its cepstral
+mean, then caught up; see :mod:`.stt_decoders`.)
 
 Streaming is write-only: ``begin``, ``feed`` and ``set_mode`` only queue frames on the pipe
 (batched to ~100 ms of audio), and only ``open``, ``end`` and ``close`` wait for the worker. A
@@ -71,7 +73,8 @@ class SttWorkerPool:
     does not cost a decoder creation (~0.5-0.8 s); set it to the calls you expect to start at
     once per worker. ``decoder_options`` are pocketsphinx ``Config`` settings for every decoder,
     over :class:`~pipelines.engines.stt_decoders.DecoderHost`'s defaults (which turn the
-    ``fwdflat`` pass off: it made general-mode ``end()`` take ~7% of the utterance's length).
+    ``fwdflat`` pass off: it made general-mode ``end()`` take ~7% of the utterance's length; and
+    ``compallsen`` on: grammar-mode rejection needs every senone's score).
     """
 
     def __init__(

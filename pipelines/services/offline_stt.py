@@ -242,7 +242,7 @@ class PocketsphinxSTTService(STTService):
                     text = "" if failed else await self._end()
                     failed = True
                     await self._push_result(text, op.capture)
-            except Exception as exc:  # whatever breaks, a VAD stop still gets its transcript
+            except Exception as exc:  # noqa: BLE001 - a VAD stop still gets its transcript
                 failed = True
                 logger.warning(f"{self}: recognition failed: {exc}")
                 await self.push_error(f"{self}: recognition failed: {exc}", exception=exc)
