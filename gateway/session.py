@@ -319,7 +319,7 @@ class Session:
         )
         self._emit(SessionEndedEvent(request.reason, billed_seconds, request.detail))
         self._door = None
-        if request.detail.startswith("stream lost"):
+        if request.caller_gone:
             await door.abort()
         else:
             await door.close()

@@ -21,7 +21,9 @@ from voicegw.v1 import voice_pb2_grpc
 from gateway import metrics
 from gateway.grpc_auth import current_principal
 from gateway.sessions import CallRequest, SessionManager, SessionRefused
+from pipelines.utterances import UtteranceRegistry
 from transports.codecs.formats import FormatError
+from transports.door import CallControl
 from transports.events import EndReason, EndRequest
 from transports.grpc_stream import GrpcStreamDoor
 from transports.grpc_stream.wire import spec_from_proto
@@ -97,14 +99,9 @@ class VoiceService(voice_pb2_grpc.VoiceServiceServicer):
             await self._refuse(context, refused.code, refused.message, refused.reason)
             return
 
-        def make_door(control: object, utterances: object) -> GrpcStreamDoor:
+        def make_door(control: CallControl, utterances: UtteranceRegistry) -> GrpcStreamDoor:
             return GrpcStreamDoor(
-                context,
-                input_spec,
-                output_spec,
-                control,  # type: ignore[arg-type]
-                utterances,  # type: ignore[arg-type]
-                self._max_lead,
+                context, input_spec, output_spec, control, utterances, self._max_lead
             )
 
         # The session runs in its own task: if the client vanishes, gRPC cancels this handler,
@@ -113,7 +110,11 @@ class VoiceService(voice_pb2_grpc.VoiceServiceServicer):
         try:
             outcome = await asyncio.shield(task)
         except asyncio.CancelledError:
-            session.request_end(EndRequest(EndReason.CALLER_HANGUP, "stream lost: client vanished"))
+            session.request_end(
+                EndRequest(
+                    EndReason.CALLER_HANGUP, "stream lost: client vanished", caller_gone=True
+                )
+            )
             await task
             raise
         if outcome.status_code:

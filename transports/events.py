@@ -105,4 +105,6 @@ class EndRequest:
     detail: str = ""
     # A protocol violation ends the call with this status after session_ended (gRPC code name).
     status_code: str | None = None
+    # The caller's connection is gone: nothing more can be delivered to it.
+    caller_gone: bool = False
     extra: dict[str, str] = field(default_factory=dict)

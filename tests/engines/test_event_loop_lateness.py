@@ -2,16 +2,14 @@
 
 The design's health figure: a 20 ms ticker's lateness p99 stays under 10 ms while callers talk.
 (With pocketsphinx decoding in a thread of the server process it measured 567 ms.) The machine
-may be shared, so each test first measures the ticker alone and skips when the machine itself
-is too busy for the figure to mean anything.
+may be shared, so each test first measures the ticker alone and asserts on what decoding adds
+to that baseline (the gateway-level test in tests/integration asserts the absolute figure).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-
-import pytest
 
 from pipelines.engines.stt_pool import SttStream, SttWorkerPool
 from tests.audio_helpers import chunks, silence, speech
@@ -63,8 +61,6 @@ async def _talk(stream: SttStream, pcm: bytes, realtime: bool) -> str:
 async def _p99_while_decoding(pool: SttWorkerPool, realtime: bool) -> float:
     pcm = silence(200) + speech(MESSAGE) + silence(300)
     baseline = await _baseline_p99()
-    if baseline > LIMIT_SECS / 2:
-        pytest.skip(f"machine too busy to measure: idle ticker p99 {baseline * 1e3:.1f} ms")
     streams = [pool.open_stream(FAQ_JSGF) for _ in range(2)]
     assert {pool.worker_index(s) for s in streams} == {0, 1}, "one stream per worker"
     stop, lateness = asyncio.Event(), list[float]()
@@ -84,7 +80,7 @@ async def _p99_while_decoding(pool: SttWorkerPool, realtime: bool) -> float:
         f"{time.perf_counter() - started:.2f}s; ticker lateness p99 {p99 * 1e3:.2f} ms, "
         f"max {max(lateness) * 1e3:.2f} ms (idle p99 {baseline * 1e3:.2f} ms)"
     )
-    return p99
+    return p99 - baseline
 
 
 async def test_ticker_stays_punctual_while_callers_talk(stt_pool: SttWorkerPool) -> None:

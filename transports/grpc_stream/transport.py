@@ -47,7 +47,6 @@ from transports.events import (
 )
 from transports.grpc_stream.wire import event_to_proto, spec_to_proto
 
-PIPELINE_IN_RATE = 16000
 _DTMF_KEYS = {entry.value: entry for entry in KeypadEntry}
 _END_OF_OUTPUT = object()
 
@@ -154,7 +153,9 @@ class GrpcStreamInput(BaseInputTransport):
             try:
                 request = await self._stream.read()
             except Exception as e:  # noqa: BLE001 - the client vanished mid-read
-                self._control.request_end(EndRequest(EndReason.CALLER_HANGUP, f"stream lost: {e}"))
+                self._control.request_end(
+                    EndRequest(EndReason.CALLER_HANGUP, f"stream lost: {e}", caller_gone=True)
+                )
                 return
             if request is None:
                 self._control.request_end(EndRequest(EndReason.CALLER_HANGUP, "client closed"))
@@ -172,10 +173,11 @@ class GrpcStreamInput(BaseInputTransport):
             except FormatError as e:
                 return self._protocol_error(str(e))
             pcm = self._spec.to_pcm(request.audio.data)
-            if self._spec.sample_rate != PIPELINE_IN_RATE:
-                pcm = await self._resampler.resample(pcm, self._spec.sample_rate, PIPELINE_IN_RATE)
+            rate = self.sample_rate  # the pipeline's input rate, from the StartFrame
+            if self._spec.sample_rate != rate:
+                pcm = await self._resampler.resample(pcm, self._spec.sample_rate, rate)
             if pcm:
-                await self.push_audio_frame(InputAudioRawFrame(pcm, PIPELINE_IN_RATE, 1))
+                await self.push_audio_frame(InputAudioRawFrame(pcm, rate, 1))
         elif kind == "text":
             text = request.text.text.strip()
             if text:
@@ -283,7 +285,6 @@ class GrpcStreamTransport(BaseTransport):
         super().__init__()
         params = TransportParams(
             audio_in_enabled=True,
-            audio_in_sample_rate=PIPELINE_IN_RATE,
             audio_out_enabled=True,
             audio_out_sample_rate=output_spec.sample_rate,
             audio_out_end_silence_secs=0,
