@@ -29,15 +29,18 @@ from gateway.grpc_auth import ApiKeyInterceptor
 from gateway.loop_monitor import LoopLagMonitor
 from gateway.sessions import SessionManager
 from gateway.voice_service import VoiceService
-from pipelines.builder import Engines
-from pipelines.engines.stt_pool import SttWorkerPool
-from pipelines.engines.tts_worker import TtsWorker
+from pipelines.builder import Engines, OfflineEngines
 
 VOICE_SERVICE = voice_pb2.DESCRIPTOR.services_by_name["VoiceService"].full_name
 
 
 class Gateway:
-    def __init__(self, settings: Settings, database: Database | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database | None = None,
+        engines: Engines | None = None,
+    ) -> None:
         self.settings = settings
         self.database = database
         self._owns_database = database is None
@@ -48,17 +51,14 @@ class Gateway:
         self._server: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
         self._health = health.aio.HealthServicer()
-        self._engines: Engines | None = None
+        self._engines: Engines = engines or OfflineEngines(settings.stt_workers)
 
     async def start(self) -> None:
         settings = self.settings
         if self.database is None:
             self.database = await Database.open(settings)
             await self.database.migrate()
-        stt_pool = SttWorkerPool(settings.stt_workers)
-        tts_worker = TtsWorker()
-        await asyncio.gather(stt_pool.start(), tts_worker.start())
-        self._engines = Engines(stt_pool=stt_pool, tts_worker=tts_worker)
+        await self._engines.start()
         pool = self.database.pool
         self.sessions = SessionManager(
             engines=self._engines,
@@ -130,12 +130,7 @@ class Gateway:
         if self._http is not None:
             await self._http.cleanup()
         await self.loop_monitor.stop()
-        if self._engines is not None:
-            await asyncio.gather(
-                self._engines.stt_pool.close(),
-                self._engines.tts_worker.close(),
-                return_exceptions=True,
-            )
+        await self._engines.close()
         if self.database is not None and self._owns_database:
             await self.database.close()
 

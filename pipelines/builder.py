@@ -7,7 +7,9 @@ pipeline's output rate is the caller's rate, so TTS audio is resampled exactly o
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
+from typing import Protocol
 
 from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams
@@ -23,6 +25,7 @@ from pipecat.processors.aggregators.llm_response_universal import (
     LLMUserAggregatorParams,
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.services.llm_service import LLMService
 from pipecat.transports.base_transport import BaseTransport
 from pipecat.turns.empty_user_turn import EmptyUserTurnConfig
 from pipecat.turns.user_start import (
@@ -43,19 +46,54 @@ from pipelines.turns import FinalTranscriptUserTurnStopStrategy
 PIPELINE_IN_RATE = 16000
 
 
-@dataclass(slots=True)
-class Engines:
-    """Engine processes shared by every call of this gateway process."""
+class Engines(Protocol):
+    """Makes each call's STT, LLM and TTS services; owns whatever they share across calls.
 
-    stt_pool: SttWorkerPool
-    tts_worker: TtsWorker
+    The gateway takes an `Engines`, so the benchmark can run the real transport, VAD and pipeline
+    with instant fake engines, and cloud engines can plug in without touching the Session.
+    """
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def make_stt(self, agent: AgentConfig) -> FrameProcessor: ...
+
+    def make_llm(self, agent: AgentConfig) -> LLMService: ...
+
+    def make_tts(self, agent: AgentConfig) -> FrameProcessor: ...
+
+
+class OfflineEngines:
+    """pocketsphinx in a pool of worker processes, espeak-ng in one, the scripted agent in-loop."""
+
+    def __init__(self, stt_workers: int) -> None:
+        self.stt_pool = SttWorkerPool(stt_workers)
+        self.tts_worker = TtsWorker()
+
+    async def start(self) -> None:
+        await asyncio.gather(self.stt_pool.start(), self.tts_worker.start())
+
+    async def close(self) -> None:
+        await asyncio.gather(
+            self.stt_pool.close(), self.tts_worker.close(), return_exceptions=True
+        )
+
+    def make_stt(self, agent: AgentConfig) -> FrameProcessor:
+        return PocketsphinxSTTService(self.stt_pool, grammar_jsgf=build_jsgf(agent))
+
+    def make_llm(self, agent: AgentConfig) -> LLMService:
+        return ScriptedLLMService(agent)
+
+    def make_tts(self, agent: AgentConfig) -> FrameProcessor:
+        return EspeakTTSService(self.tts_worker, voice=agent.voice)
 
 
 @dataclass(slots=True)
 class CallPipeline:
     worker: PipelineWorker
     stt: FrameProcessor
-    llm: ScriptedLLMService
+    llm: LLMService
     tts: FrameProcessor
     user_aggregator: LLMUserAggregator
     assistant_aggregator: LLMAssistantAggregator
@@ -85,9 +123,9 @@ def build_call_pipeline(
     conversation_id: str | None = None,
 ) -> CallPipeline:
     turn = agent.turn
-    stt = PocketsphinxSTTService(engines.stt_pool, grammar_jsgf=build_jsgf(agent))
-    llm = ScriptedLLMService(agent)
-    tts = EspeakTTSService(engines.tts_worker, voice=agent.voice)
+    stt = engines.make_stt(agent)
+    llm = engines.make_llm(agent)
+    tts = engines.make_tts(agent)
     vad = SileroVADAnalyzer(
         sample_rate=PIPELINE_IN_RATE,
         params=VADParams(

@@ -202,7 +202,9 @@ async def test_two_concurrent_calls_never_mix(
     assert any(HOURS_ANSWER in t.text for t in turns_a)
     assert not any(HOURS_ANSWER in t.text for t in turns_b)
     # Engines run in worker processes: the event loop stays on time while two callers talk.
-    assert lateness_p99 < 0.010, f"event-loop lateness p99 {lateness_p99 * 1000:.1f} ms"
+    # Decoding on the loop or in a thread measured p99 ~570 ms; the bound leaves room for a busy
+    # 2-core CI machine (the benchmark publishes the real figure).
+    assert lateness_p99 < 0.050, f"event-loop lateness p99 {lateness_p99 * 1000:.1f} ms"
 
 
 FORMATS = [
