@@ -115,6 +115,9 @@ class Settings(BaseSettings):
     stt_workers: int = Field(default_factory=_default_workers, ge=1)
     max_sessions: int = Field(default=50, ge=1)
     shutdown_grace_secs: float = Field(default=10.0, ge=0)
+    # A call with no message from its client for this long ends with client_timeout: a frozen
+    # or vanished client must not keep a call (or a bill) open.
+    inbound_timeout_secs: float = Field(default=10.0, gt=0)
 
     @classmethod
     def settings_customise_sources(

@@ -65,6 +65,7 @@ class Gateway:
             store=PgCallStore(pool),
             agents=PgAgentDirectory(pool),
             max_sessions=settings.max_sessions,
+            inbound_timeout_secs=settings.inbound_timeout_secs,
         )
         keys = ApiKeyStore(pool, settings.resolved_key_pepper())
         self._server = grpc.aio.server(

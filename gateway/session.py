@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from loguru import logger
 from pipecat.frames.frames import EndFrame, LLMRunFrame
 from pipecat.observers.user_bot_latency_observer import UserBotLatencyObserver
+from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.workers.runner import WorkerRunner
 
 from gateway import metrics
@@ -113,6 +114,7 @@ class Session:
         input_format: str,
         output_format: str,
         output_rate: int,
+        inbound_timeout_secs: float = 10.0,
         on_finished: Callable[[Session], None] | None = None,
     ) -> None:
         self.call_id = uuid.uuid4()
@@ -129,8 +131,11 @@ class Session:
         self._latencies_ms: list[int] = []
         self._pending_latency_ms: int | None = None
         self._engine_names: dict[str, str] = {}
-        self.playback_marks: dict[int, int] = {}
+        self.utterances = UtteranceRegistry()
+        self.context: LLMContext | None = None  # the call's LLM context, for inspection
+        self._inbound_timeout = inbound_timeout_secs
         self.last_inbound = time.monotonic()
+        self.last_inbound_audio: float | None = None
         self.outcome: EndRequest | None = None
         self.finished = asyncio.Event()  # set once the call is stored and the door closed
 
@@ -142,10 +147,29 @@ class Session:
             self._end.set_result(request)
 
     def on_playback_mark(self, utterance_id: int, played_ms: int) -> None:
-        self.playback_marks[utterance_id] = max(played_ms, self.playback_marks.get(utterance_id, 0))
+        self.utterances.client_mark(utterance_id, played_ms)
 
-    def on_inbound_activity(self) -> None:
-        self.last_inbound = time.monotonic()
+    def on_inbound_activity(self, *, audio: bool) -> None:
+        now = time.monotonic()
+        self.last_inbound = now
+        if audio:
+            self.last_inbound_audio = now
+
+    async def _watch_inbound(self) -> None:
+        """Ends the call when its client has gone quiet: a frozen process (SIGSTOP, a hung
+        app) keeps its TCP connection and even answers nothing, so only silence tells."""
+        while not self._end.done():
+            idle = time.monotonic() - self.last_inbound
+            if idle >= self._inbound_timeout:
+                self.request_end(
+                    EndRequest(
+                        EndReason.CLIENT_TIMEOUT,
+                        f"no message from the client for {self._inbound_timeout:g} s",
+                        caller_gone=True,
+                    )
+                )
+                return
+            await asyncio.sleep(self._inbound_timeout - idle)
 
     # Lifecycle --------------------------------------------------------------------------------
 
@@ -168,7 +192,7 @@ class Session:
 
     async def _run(self, make_door: DoorFactory) -> EndRequest:
         identity = self.identity
-        utterances = UtteranceRegistry()
+        utterances = self.utterances
         door = make_door(self, utterances)
         self._door = door
         started_at = datetime.now(UTC)
@@ -205,8 +229,10 @@ class Session:
                 self._engines,
                 door.transport,
                 output_rate=self._output_rate,
+                utterances=utterances,
                 conversation_id=str(self.call_id),
             )
+            self.context = call.context
             recorder = CallRecorder(
                 stt=call.stt,
                 tts=call.tts,
@@ -226,8 +252,13 @@ class Session:
             runner = WorkerRunner(handle_sigint=False)
             await runner.add_workers(call.worker)
             run_task = asyncio.create_task(runner.run(), name=f"call-{self.call_id}")
+            self.last_inbound = time.monotonic()
+            watch = asyncio.create_task(self._watch_inbound(), name=f"inbound-{self.call_id}")
             waiters: set[asyncio.Future[Any]] = {run_task, self._end}
-            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                watch.cancel()
             if self._end.done():
                 request = self._end.result()
             else:
@@ -285,8 +316,10 @@ class Session:
         t_start: float,
     ) -> None:
         request = self.outcome or EndRequest(EndReason.ERROR, "unknown")
-        vanished = request.reason is EndReason.CLIENT_TIMEOUT
-        end_mono = min(time.monotonic(), self.last_inbound) if vanished else time.monotonic()
+        end_mono = time.monotonic()
+        if request.reason is EndReason.CLIENT_TIMEOUT:
+            # A client that went silent is billed to its last audio, not to when we noticed.
+            end_mono = min(end_mono, self.last_inbound_audio or t_start)
         duration_ms = max(0, int((end_mono - t_start) * 1000))
         billed_seconds = math.ceil(duration_ms / 1000)
         if recorder is not None:

@@ -64,11 +64,13 @@ class SessionManager:
         store: CallStore,
         agents: AgentDirectory,
         max_sessions: int,
+        inbound_timeout_secs: float = 10.0,
     ) -> None:
         self._engines = engines
         self._store = store
         self._agents = agents
         self.max_sessions = max_sessions
+        self.inbound_timeout_secs = inbound_timeout_secs
         self.sessions: dict[uuid.UUID, Session] = {}
         self.draining = False
         self._idle = asyncio.Event()
@@ -108,6 +110,7 @@ class SessionManager:
             input_format=request.input_format,
             output_format=request.output_format,
             output_rate=request.output_rate,
+            inbound_timeout_secs=self.inbound_timeout_secs,
             on_finished=self._forget,
         )
         self.sessions[session.call_id] = session

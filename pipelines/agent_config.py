@@ -115,6 +115,8 @@ class TurnConfig(_Strict):
     vad_stop_secs: Annotated[float, Field(ge=0.0, le=3.0)] = 0.2
     vad_min_volume: Annotated[float, Field(ge=0.0, le=1.0)] = 0.6
     user_speech_timeout: Annotated[float, Field(ge=0.0, le=5.0)] = 0.3
+    # Whether the caller's speech cuts the agent off (barge-in).
+    interruptions: bool = True
 
 
 class EnginesConfig(_Strict):

@@ -38,10 +38,12 @@ from pipelines.agent_config import AgentConfig
 from pipelines.engines.stt_pool import SttWorkerPool
 from pipelines.engines.tts_worker import TtsWorker
 from pipelines.grammar import build_jsgf
+from pipelines.heard_context import HeardTextEditor
 from pipelines.services.offline_stt import PocketsphinxSTTService
 from pipelines.services.offline_tts import EspeakTTSService
 from pipelines.services.scripted_llm import UNRECOGNISED_MARKER, ScriptedLLMService
 from pipelines.turns import FinalTranscriptUserTurnStopStrategy
+from pipelines.utterances import UtteranceRegistry
 
 PIPELINE_IN_RATE = 16000
 
@@ -75,9 +77,7 @@ class OfflineEngines:
         await asyncio.gather(self.stt_pool.start(), self.tts_worker.start())
 
     async def close(self) -> None:
-        await asyncio.gather(
-            self.stt_pool.close(), self.tts_worker.close(), return_exceptions=True
-        )
+        await asyncio.gather(self.stt_pool.close(), self.tts_worker.close(), return_exceptions=True)
 
     def make_stt(self, agent: AgentConfig) -> FrameProcessor:
         return PocketsphinxSTTService(self.stt_pool, grammar_jsgf=build_jsgf(agent))
@@ -119,6 +119,7 @@ def build_call_pipeline(
     transport: BaseTransport,
     *,
     output_rate: int,
+    utterances: UtteranceRegistry,
     observers: list[BaseObserver] | None = None,
     conversation_id: str | None = None,
 ) -> CallPipeline:
@@ -141,7 +142,13 @@ def build_call_pipeline(
         user_params=LLMUserAggregatorParams(
             vad_analyzer=vad,
             user_turn_strategies=UserTurnStrategies(
-                start=[VADUserTurnStartStrategy(), TranscriptionUserTurnStartStrategy()],
+                # Barge-in is the VAD's call: coughs and line noise never reach Silero's
+                # speech confidence, and waiting for words would make it feel slow. An agent
+                # that must not be cut off (a disclaimer) turns interruptions off.
+                start=[
+                    VADUserTurnStartStrategy(enable_interruptions=turn.interruptions),
+                    TranscriptionUserTurnStartStrategy(enable_interruptions=turn.interruptions),
+                ],
                 # Smart-Turn v3 waited its 3 s fallback on telephone/synthetic speech; a short
                 # fixed wait after the VAD stop is predictable (DESIGN §5).
                 stop=[
@@ -161,7 +168,17 @@ def build_call_pipeline(
     )
     user, assistant = aggregators.user(), aggregators.assistant()
     pipeline = Pipeline(
-        [transport.input(), stt, user, DropInputAudio(), llm, tts, transport.output(), assistant]
+        [
+            transport.input(),
+            stt,
+            user,
+            DropInputAudio(),
+            HeardTextEditor(utterances),
+            llm,
+            tts,
+            transport.output(),
+            assistant,
+        ]
     )
     worker = PipelineWorker(
         pipeline,

@@ -49,3 +49,17 @@ class AgentEndCallFrame(ControlFrame):
     """
 
     reason: str = "agent_goodbye"
+
+
+@dataclass
+class SpokenWordsFrame(DataFrame):
+    """Where each word of a stretch of TTS audio starts, relative to its utterance's first sample.
+
+    Pipecat turns word timestamps into TTSTextFrames timed by the server's output clock, which
+    runs ahead of the caller's loudspeaker; the gateway needs the offsets themselves to tell
+    which words a barge-in left unheard. Pushed by the TTS right after the audio it describes.
+    """
+
+    context_id: str | None = None
+    words: list[tuple[str, float]] | None = None
+    end_secs: float = 0.0

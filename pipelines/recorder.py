@@ -25,7 +25,7 @@ from pipecat.frames.frames import (
 from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
-from pipelines.frames import AgentEndCallFrame, RecordedUtteranceFrame
+from pipelines.frames import AgentEndCallFrame, RecordedUtteranceFrame, SpokenWordsFrame
 from pipelines.utterances import UtteranceRegistry
 from transports.events import (
     SessionEvent,
@@ -112,6 +112,8 @@ class CallRecorder(BaseObserver):
             if frame.id not in self._seen:
                 self._seen.add(frame.id)
                 self._on_user_text(frame)
+        elif isinstance(frame, SpokenWordsFrame) and source is self._tts:
+            self._utterances.add_words(frame.context_id, frame.words or [], frame.end_secs)
         elif isinstance(frame, TTSStartedFrame) and source is self._tts:
             self._agent_utterance(frame.context_id)
         elif isinstance(frame, TTSStoppedFrame) and source is self._tts:
@@ -178,7 +180,10 @@ class CallRecorder(BaseObserver):
         self._playing = None
         utterance.done = True
         text = _join(utterance.words)
+        # Provisional for an interruption: `finish` replaces it with what the caller heard.
         heard = _join(utterance.heard) if interrupted else text
+        if interrupted:
+            self._utterances.interrupted(utterance.utterance_id, heard)
         self.turns.append(
             TurnRecord(
                 role="agent",
@@ -207,9 +212,14 @@ class CallRecorder(BaseObserver):
         self._emit(TranscriptEvent("user", text, True))
 
     def finish(self) -> None:
-        """Closes an agent utterance cut off by the end of the call."""
+        """Closes an agent utterance cut off by the end of the call; settles what was heard."""
         if self._playing is not None:
             self._on_bot_stopped(interrupted=True)
+        for turn in self.turns:
+            if turn.role == "agent" and turn.interrupted:
+                heard = self._utterances.heard_text(turn.utterance_id)
+                if heard is not None:
+                    turn.heard_text = heard
         self.turns.sort(key=lambda t: t.started_ms)
 
 

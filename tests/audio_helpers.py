@@ -41,3 +41,18 @@ def chunks(pcm: bytes, sample_rate: int = 16000, ms: int = 20) -> list[bytes]:
 
 def duration_secs(pcm: bytes, sample_rate: int) -> float:
     return len(pcm) / 2 / sample_rate
+
+
+def cough(ms: int = 300, sample_rate: int = 16000, peak: float = 0.8, seed: int = 0) -> bytes:
+    """A cough-like burst: loud broadband noise (200 Hz-4 kHz) with a 10 ms attack and a fast
+    decay. Not speech, so it must not cut the agent off."""
+    rng = np.random.default_rng(seed)
+    n = sample_rate * ms // 1000
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    freqs = np.fft.rfftfreq(n, 1 / sample_rate)
+    spectrum[(freqs < 200) | (freqs > 4000)] = 0
+    burst = np.fft.irfft(spectrum, n)
+    t = np.arange(n) / sample_rate
+    envelope = np.minimum(1.0, t / 0.01) * np.exp(-t / 0.08)
+    samples = burst / np.abs(burst).max() * envelope * peak * 32767
+    return samples.astype(np.int16).tobytes()

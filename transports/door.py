@@ -23,8 +23,9 @@ class CallControl(Protocol):
     def on_playback_mark(self, utterance_id: int, played_ms: int) -> None:
         """The caller's client reports how much of an agent utterance it has played."""
 
-    def on_inbound_activity(self) -> None:
-        """Any message arrived from the caller (liveness and billing end of a dead client)."""
+    def on_inbound_activity(self, *, audio: bool) -> None:
+        """A message (`audio`: an audio one) arrived from the caller: liveness, and the billed
+        end of a client that went silent."""
 
 
 class Door(Protocol):

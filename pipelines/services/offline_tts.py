@@ -6,8 +6,8 @@ from espeak's 22050 Hz straight to the pipeline's output rate - which the Sessio
 client's rate, so a PCMU caller's audio goes 22050 -> 8000 and nothing else.
 
 Word timestamps from espeak's word events feed ``add_word_timestamps``, so the base class emits
-one ``TTSTextFrame`` per word, timed to when it is heard, and an interruption leaves only the
-words actually spoken in the assistant's context.
+one ``TTSTextFrame`` per word, timed by the server's output clock; a ``SpokenWordsFrame`` carries
+the same offsets to the gateway, which works out what a caller who barged in actually heard.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from pipecat.services.tts_service import TTSService
 from pipelines.engines.espeak import Synthesis
 from pipelines.engines.ipc import WorkerError
 from pipelines.engines.tts_worker import TtsWorker
+from pipelines.frames import SpokenWordsFrame
 
 __all__ = ["EspeakTTSService"]
 
@@ -96,10 +97,11 @@ class EspeakTTSService(TTSService):
             yield frame
 
         offset = self._context_offsets.get(context_id, 0.0)
-        await self.add_word_timestamps(
-            [(w.word, offset + w.start_ms / 1000) for w in synthesis.words], context_id
-        )
-        self._context_offsets[context_id] = offset + synthesis.duration_secs
+        words = [(w.word, offset + w.start_ms / 1000) for w in synthesis.words]
+        await self.add_word_timestamps(words, context_id)
+        end = offset + synthesis.duration_secs
+        self._context_offsets[context_id] = end
+        yield SpokenWordsFrame(context_id=context_id, words=words, end_secs=end)
 
 
 async def _chunks(synthesis: Synthesis) -> AsyncIterator[bytes]:

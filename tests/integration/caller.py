@@ -18,6 +18,7 @@ from voicegw_client import (
     AudioFormat,
     Conversation,
     Event,
+    Interruption,
     SessionEnded,
     Transcript,
     TurnEvent,
@@ -25,6 +26,7 @@ from voicegw_client import (
     VoiceGatewayError,
 )
 from voicegw_client import audio as sdk_audio
+from voicegw_client._playout import Playout
 
 CHUNK_MS = 20
 
@@ -72,6 +74,7 @@ class ScriptedCaller:
         input_format: AudioFormat | None = None,
         output_format: AudioFormat | None = None,
         caller_number: str = "",
+        playback_marks: bool = True,
     ) -> None:
         self._client = client
         self._agent = agent
@@ -84,6 +87,11 @@ class ScriptedCaller:
         self._conversation: Conversation | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.finished = asyncio.Event()
+        # A loudspeaker: agent audio is played in real time, dropped on an interruption, and
+        # (unless `playback_marks` is off) reported back with playback marks.
+        self.playout: Playout | None = None
+        self._send_marks = playback_marks
+        self._dropped: set[int] = set()
 
     async def start(self) -> ScriptedCaller:
         self._conversation = await self._client.converse(
@@ -142,6 +150,7 @@ class ScriptedCaller:
         try:
             async for event in self._conversation:
                 self.log.events.append(Recorded(time.monotonic(), event))
+                self._play(event)
                 async with self._changed:
                     self._changed.notify_all()
             self.log.status_code = "OK"
@@ -152,6 +161,17 @@ class ScriptedCaller:
             self.finished.set()
             async with self._changed:
                 self._changed.notify_all()
+
+    def _play(self, event: Event) -> None:
+        if isinstance(event, AgentAudio):
+            fmt = self.output_format or self.input_format
+            if self.playout is None:
+                self.playout = Playout(fmt.sample_rate_hz)
+            if event.utterance_id not in self._dropped:
+                self.playout.push(event.utterance_id, sdk_audio.decode(event.data, fmt.encoding))
+        elif isinstance(event, Interruption) and self.playout is not None:
+            self._dropped.add(event.utterance_id)
+            self.playout.drop()
 
     async def _send_loop(self) -> None:
         """Real-time audio: 20 ms every 20 ms, speech when queued, silence otherwise."""
@@ -172,6 +192,11 @@ class ScriptedCaller:
                 else:
                     chunk = silence
                 await self._conversation.send_audio(chunk)
+                if self.playout is not None:
+                    self.playout.advance(CHUNK_MS / 1000)
+                    for utterance_id, played_ms in self.playout.take_marks():
+                        if self._send_marks:
+                            await self._conversation.send_playback_mark(utterance_id, played_ms)
                 next_at += CHUNK_MS / 1000
                 await asyncio.sleep(max(0.0, next_at - time.monotonic()))
         except Exception:  # noqa: BLE001 - the call ended under us; the receiver records how

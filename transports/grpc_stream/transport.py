@@ -160,7 +160,7 @@ class GrpcStreamInput(BaseInputTransport):
             if request is None:
                 self._control.request_end(EndRequest(EndReason.CALLER_HANGUP, "client closed"))
                 return
-            self._control.on_inbound_activity()
+            self._control.on_inbound_activity(audio=request.WhichOneof("request") == "audio")
             if not await self._dispatch(request):
                 return
 
@@ -231,6 +231,7 @@ class GrpcStreamOutput(BaseOutputTransport):
         self._play_end = 0.0  # monotonic time at which the client finishes what we sent
         self._utterance = 0
         self._interrupted: set[int] = set()
+        self._sent_ms: dict[int, float] = {}  # audio of each utterance sent to the client
 
     async def start(self, frame: StartFrame) -> None:
         await super().start(frame)
@@ -241,10 +242,18 @@ class GrpcStreamOutput(BaseOutputTransport):
         if isinstance(frame, InterruptionFrame) and direction == FrameDirection.DOWNSTREAM:
             # Tell the client to drop what it buffered before anything else goes out; the
             # utterance is dead even if a chunk of it is still inside write_audio_frame.
-            if self._utterance:
-                self._interrupted.add(self._utterance)
-            self._play_end = time.monotonic()
-            self._stream.send(event_to_proto(InterruptionEvent(self._utterance)))
+            now = time.monotonic()
+            utterance = self._utterance
+            if utterance and utterance not in self._interrupted:
+                self._interrupted.add(utterance)
+                # What the caller heard, by our account: everything sent minus what a client
+                # playing in real time still had buffered. Client playback marks override it.
+                unplayed_ms = max(0.0, self._play_end - now) * 1000
+                self._utterances.estimate_played(
+                    utterance, int(self._sent_ms.get(utterance, 0.0) - unplayed_ms)
+                )
+            self._play_end = now
+            self._stream.send(event_to_proto(InterruptionEvent(utterance)))
 
     async def write_transport_frame(self, frame: Frame) -> None:
         # Frames reach here in playback order, so a TTS context starting is exactly where the
@@ -265,6 +274,7 @@ class GrpcStreamOutput(BaseOutputTransport):
         if utterance in self._interrupted:
             return False
         self._play_end += duration
+        self._sent_ms[utterance] = self._sent_ms.get(utterance, 0.0) + duration * 1000
         payload = self._spec.from_pcm(frame.audio)
         self._stream.send(
             pb.ConverseResponse(audio=pb.AgentAudio(data=payload, utterance_id=utterance))
