@@ -84,7 +84,7 @@ class Control:
     def on_playback_mark(self, utterance_id: int, played_ms: int) -> None:
         self.marks.append((utterance_id, played_ms))
 
-    def on_inbound_activity(self) -> None:
+    def on_inbound_activity(self, *, audio: bool) -> None:
         pass
 
 
