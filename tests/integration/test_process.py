@@ -184,4 +184,9 @@ async def test_vanished_client_still_leaves_a_stored_call(
     await caller.close()
     record = await calls.get_call(database.pool, call_id)
     assert record is not None and record.status == "ended"
-    assert record.end_reason == "caller_hangup" and "stream lost" in (record.end_detail or "")
+    # Depending on how the channel's teardown reaches the server, the stream either breaks or
+    # ends; either way the call is the caller's doing and it is stored.
+    assert record.end_reason == "caller_hangup"
+    assert record.end_detail and (
+        "stream lost" in record.end_detail or "closed" in record.end_detail
+    )
