@@ -29,6 +29,13 @@ TURN_LATENCY = Histogram(
     buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0, 5.0),
     registry=REGISTRY,
 )
+BARGE_IN_LATENCY = Histogram(
+    "voicegw_barge_in_latency_seconds",
+    "Caller speech detected (VAD start) while the agent spoke, to `interruption` sent",
+    ["door"],
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5),
+    registry=REGISTRY,
+)
 EVENT_LOOP_LAG = Histogram(
     "voicegw_event_loop_lag_seconds",
     "How late a 20 ms event-loop ticker fires",

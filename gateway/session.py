@@ -149,6 +149,9 @@ class Session:
     def on_playback_mark(self, utterance_id: int, played_ms: int) -> None:
         self.utterances.client_mark(utterance_id, played_ms)
 
+    def on_barge_in(self, vad_to_interruption_secs: float) -> None:
+        metrics.BARGE_IN_LATENCY.labels(self.door_name).observe(vad_to_interruption_secs)
+
     def on_inbound_activity(self, *, audio: bool) -> None:
         now = time.monotonic()
         self.last_inbound = now

@@ -23,6 +23,10 @@ class CallControl(Protocol):
     def on_playback_mark(self, utterance_id: int, played_ms: int) -> None:
         """The caller's client reports how much of an agent utterance it has played."""
 
+    def on_barge_in(self, vad_to_interruption_secs: float) -> None:
+        """The caller cut the agent off; how long from the VAD's speech start until the door
+        told the client to drop its buffer (an observability figure)."""
+
     def on_inbound_activity(self, *, audio: bool) -> None:
         """A message (`audio`: an audio one) arrived from the caller: liveness, and the billed
         end of a client that went silent."""

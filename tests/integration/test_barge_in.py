@@ -15,6 +15,7 @@ import uuid
 import pytest
 from voicegw_client import AgentAudio, Interruption, SessionStarted, TurnEvent
 
+from gateway import metrics
 from gateway.db import Database
 from gateway.server import Gateway
 from gateway.session import Session
@@ -60,6 +61,13 @@ async def live_session(gateway: Gateway, caller: ScriptedCaller) -> Session:
     return gateway.sessions.sessions[call_id]
 
 
+def barge_in_count() -> float:
+    value = metrics.REGISTRY.get_sample_value(
+        "voicegw_barge_in_latency_seconds_count", {"door": "grpc"}
+    )
+    return value or 0.0
+
+
 def audio_ms(log: CallLog, utterance_id: int, rate: int = 16000) -> float:
     return len(log.audio_bytes(utterance_id)) / 2 / rate * 1000
 
@@ -81,6 +89,7 @@ async def test_barge_in_during_greeting_keeps_only_what_was_heard(
     gateway: Gateway, database: Database, playback_marks: bool
 ) -> None:
     tenant = await make_tenant(database, short_secretary())
+    barge_ins = barge_in_count()
     client, caller = await start_call(gateway, tenant, playback_marks=playback_marks)
     session = await live_session(gateway, caller)
     # Speak over the greeting once most of its first sentence has arrived.
@@ -95,6 +104,7 @@ async def test_barge_in_during_greeting_keeps_only_what_was_heard(
     log = await finish(client, caller)
 
     assert stale_audio_after_interruption(log, 1) == 0
+    assert barge_in_count() == barge_ins + 1  # the latency histogram saw exactly this one
     record = await stored(database, log)
     turns = await calls.list_turns(database.pool, record.id)
     greeting = next(t for t in turns if t.role == "agent" and words_of(t.text)[:1] == ["hello"])

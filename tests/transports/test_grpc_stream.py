@@ -84,6 +84,9 @@ class Control:
     def on_playback_mark(self, utterance_id: int, played_ms: int) -> None:
         self.marks.append((utterance_id, played_ms))
 
+    def on_barge_in(self, vad_to_interruption_secs: float) -> None:
+        pass
+
     def on_inbound_activity(self, *, audio: bool) -> None:
         pass
 

@@ -28,6 +28,7 @@ from pipecat.frames.frames import (
     StartFrame,
     TranscriptionFrame,
     TTSStartedFrame,
+    VADUserStartedSpeakingFrame,
 )
 from pipecat.processors.frame_processor import FrameDirection
 from pipecat.transports.base_input import BaseInputTransport
@@ -222,8 +223,11 @@ class GrpcStreamOutput(BaseOutputTransport):
         utterances: UtteranceRegistry,
         params: TransportParams,
         max_lead_secs: float,
+        control: CallControl,
     ) -> None:
         super().__init__(params)
+        self._control = control
+        self._vad_started: float | None = None
         self._stream = stream
         self._spec = spec
         self._utterances = utterances
@@ -239,6 +243,8 @@ class GrpcStreamOutput(BaseOutputTransport):
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
+        if isinstance(frame, VADUserStartedSpeakingFrame):
+            self._vad_started = time.monotonic()
         if isinstance(frame, InterruptionFrame) and direction == FrameDirection.DOWNSTREAM:
             # Tell the client to drop what it buffered before anything else goes out; the
             # utterance is dead even if a chunk of it is still inside write_audio_frame.
@@ -246,6 +252,8 @@ class GrpcStreamOutput(BaseOutputTransport):
             utterance = self._utterance
             if utterance and utterance not in self._interrupted:
                 self._interrupted.add(utterance)
+                if self._vad_started is not None and self._play_end > now:  # it was speaking
+                    self._control.on_barge_in(now - self._vad_started)
                 # What the caller heard, by our account: everything sent minus what a client
                 # playing in real time still had buffered. Client playback marks override it.
                 unplayed_ms = max(0.0, self._play_end - now) * 1000
@@ -300,7 +308,9 @@ class GrpcStreamTransport(BaseTransport):
             audio_out_end_silence_secs=0,
         )
         self._input = GrpcStreamInput(stream, input_spec, control, params)
-        self._output = GrpcStreamOutput(stream, output_spec, utterances, params, max_lead_secs)
+        self._output = GrpcStreamOutput(
+            stream, output_spec, utterances, params, max_lead_secs, control
+        )
 
     def input(self) -> GrpcStreamInput:
         return self._input
