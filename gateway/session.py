@@ -160,7 +160,8 @@ class Session:
 
     async def _watch_inbound(self) -> None:
         """Ends the call when its client has gone quiet: a frozen process (SIGSTOP, a hung
-        app) keeps its TCP connection and even answers nothing, so only silence tells."""
+        app) keeps its TCP connection open (the kernel still acknowledges), so only the
+        silence tells it apart from a live one."""
         while not self._end.done():
             idle = time.monotonic() - self.last_inbound
             if idle >= self._inbound_timeout:

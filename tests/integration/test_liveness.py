@@ -24,7 +24,7 @@ from gateway.server import Gateway
 from gateway.storage import calls
 from pipelines.engines.espeak import write_wav
 from tests.integration.conftest import Tenant
-from tests.integration.test_process import VOICEGW
+from tests.integration.test_process import talk_command
 
 TIMEOUT_SECS = 2.0
 
@@ -46,18 +46,7 @@ async def test_frozen_client_ends_with_client_timeout_billed_to_its_last_audio(
     question = tmp_path / "question.wav"
     write_wav(question, "what are your opening hours")
     talk = await asyncio.create_subprocess_exec(
-        VOICEGW,
-        "talk",
-        "--target",
-        f"127.0.0.1:{gateway.grpc_port}",
-        "--api-key",
-        tenant.key,
-        "--agent",
-        "secretary",
-        "--wav",
-        str(question),
-        "--events",
-        "/dev/stdout",
+        *talk_command(gateway.grpc_port, tenant.key, question, "--events", "/dev/stdout"),
         "--timeout",
         "120",
         stdout=asyncio.subprocess.PIPE,

@@ -34,6 +34,24 @@ from tests.integration.conftest import Tenant, make_tenant
 VOICEGW = str(Path(sys.executable).parent / "voicegw")
 
 
+def talk_command(port: int, key: str, wav: Path, *options: str) -> list[str]:
+    """`voicegw talk` to the secretary on a local gateway, as the README shows it."""
+    target = f"127.0.0.1:{port}"
+    return [
+        VOICEGW,
+        "talk",
+        "--target",
+        target,
+        "--api-key",
+        key,
+        "--agent",
+        "secretary",
+        "--wav",
+        str(wav),
+        *options,
+    ]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -101,20 +119,7 @@ async def test_talk_against_serve_as_the_readme_says(
     write_wav(question, "what are your opening hours")
     out, events = tmp_path / "answer.wav", tmp_path / "events.jsonl"
     talk = await asyncio.create_subprocess_exec(
-        VOICEGW,
-        "talk",
-        "--target",
-        f"127.0.0.1:{port}",
-        "--api-key",
-        tenant.key,
-        "--agent",
-        "secretary",
-        "--wav",
-        str(question),
-        "--out",
-        str(out),
-        "--events",
-        str(events),
+        *talk_command(port, tenant.key, question, "--out", str(out), "--events", str(events)),
         "--timeout",
         "90",
         stdout=asyncio.subprocess.PIPE,
