@@ -110,3 +110,29 @@ def test_configure_is_idempotent(stream: io.StringIO) -> None:
     configure_logging("INFO", json=True, stream=stream)
     logging.getLogger("voicegw.test").info("once")
     assert len(_lines(stream)) == 1
+
+
+def test_loguru_skips_records_no_filter_would_pass() -> None:
+    """Below the lowest level any filter passes, loguru must not even build the record: at
+    call volume, Pipecat's per-frame debug lines cost a measurable share of a core."""
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    evaluated: list[str] = []
+
+    def expensive() -> str:
+        evaluated.append("debug")
+        return "x"
+
+    try:
+        configure_logging("INFO", json=True, stream=io.StringIO())
+        loguru_logger.opt(lazy=True).debug("{}", expensive)
+        assert evaluated == []
+        loguru_logger.opt(lazy=True).info("{}", expensive)
+        assert evaluated == ["debug"]
+    finally:
+        for handler in list(root.handlers):
+            if handler not in saved[0]:
+                root.removeHandler(handler)
+        root.setLevel(saved[1])
+        loguru_logger.remove()
+        loguru_logger.add(sys.stderr)
