@@ -39,6 +39,7 @@ from pipelines.engines.stt_pool import SttWorkerPool
 from pipelines.engines.tts_worker import TtsWorker
 from pipelines.grammar import build_jsgf
 from pipelines.heard_context import HeardTextEditor
+from pipelines.observers import CallWorker
 from pipelines.services.offline_stt import PocketsphinxSTTService
 from pipelines.services.offline_tts import EspeakTTSService
 from pipelines.services.scripted_llm import UNRECOGNISED_MARKER, ScriptedLLMService
@@ -180,7 +181,7 @@ def build_call_pipeline(
             assistant,
         ]
     )
-    worker = PipelineWorker(
+    worker = CallWorker(
         pipeline,
         params=PipelineParams(
             audio_in_sample_rate=PIPELINE_IN_RATE,
@@ -189,6 +190,8 @@ def build_call_pipeline(
         ),
         observers=observers or [],
         enable_rtvi=False,
+        # Nothing reads Pipecat's turn tracking; it would be one more observer fed every frame.
+        enable_turn_tracking=False,
         idle_timeout_secs=None,
         cancel_on_idle_timeout=False,
         cancel_runner_on_idle_timeout=False,
