@@ -11,7 +11,6 @@ import asyncio
 from dataclasses import dataclass
 from typing import Protocol
 
-from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams
 from pipecat.frames.frames import Frame, InputAudioRawFrame
 from pipecat.observers.base_observer import BaseObserver
@@ -45,6 +44,7 @@ from pipelines.services.offline_tts import EspeakTTSService
 from pipelines.services.scripted_llm import UNRECOGNISED_MARKER, ScriptedLLMService
 from pipelines.turns import FinalTranscriptUserTurnStopStrategy
 from pipelines.utterances import UtteranceRegistry
+from pipelines.vad_batch import BatchedSileroVAD
 
 PIPELINE_IN_RATE = 16000
 
@@ -128,8 +128,7 @@ def build_call_pipeline(
     stt = engines.make_stt(agent)
     llm = engines.make_llm(agent)
     tts = engines.make_tts(agent)
-    vad = SileroVADAnalyzer(
-        sample_rate=PIPELINE_IN_RATE,
+    vad = BatchedSileroVAD(
         params=VADParams(
             confidence=turn.vad_confidence,
             start_secs=turn.vad_start_secs,
