@@ -394,10 +394,18 @@ def machine() -> dict[str, str]:
     }
 
 
+IDLE_FUNCTIONS = ("<method 'poll' of 'select.epoll' objects>",)
+
+
 def profile_summary(path: Path, top: int = 25) -> tuple[list[tuple[str, float]], list[str]]:
-    """Event-loop CPU by package (share of profiled time), and the top functions by own time."""
+    """Busy event-loop time by package, and the top functions by own time (shares of the busy
+    time: the loop's wait in epoll is idle and left out)."""
     stats = pstats.Stats(str(path))
-    raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
+    raw: dict[Any, Any] = {
+        key: value
+        for key, value in stats.stats.items()  # type: ignore[attr-defined]
+        if key[2] not in IDLE_FUNCTIONS
+    }
     total = sum(v[2] for v in raw.values()) or 1.0
     by_package: dict[str, float] = {}
     for (filename, _, _), value in raw.items():
@@ -405,16 +413,20 @@ def profile_summary(path: Path, top: int = 25) -> tuple[list[tuple[str, float]],
         by_package[package] = by_package.get(package, 0.0) + value[2]
     packages = sorted(((k, 100 * v / total) for k, v in by_package.items()), key=lambda x: -x[1])
     functions = sorted(raw.items(), key=lambda kv: -kv[1][2])[:top]
-    lines = [
-        f"{100 * v[2] / total:5.1f}%  {_package(f)}:{fn} ({Path(f).name}:{line})"
-        for (f, line, fn), v in functions
-    ]
+    lines = []
+    for (f, line, fn), v in functions:
+        cumulative = 100 * v[3] / total
+        shown = f"{cumulative:5.1f}%" if cumulative <= 100 else "  (idle)"  # includes the wait
+        lines.append(
+            f"{100 * v[2] / total:5.1f}% own, {shown} cum.  {_package(f)}:{fn} "
+            f"({Path(f).name}:{line})"
+        )
     return packages, lines
 
 
 def _package(filename: str) -> str:
     if filename.startswith("~") or filename.startswith("<"):
-        return "builtins (C functions, called from Python)"
+        return "C functions (builtins, extension methods)"
     path = Path(filename)
     parts = path.parts
     if "site-packages" in parts:

@@ -41,27 +41,39 @@ RATE = 16000
 CHUNK_SAMPLES = RATE * CHUNK_MS // 1000
 CHUNK_BYTES = CHUNK_SAMPLES * 2
 UNDERRUN_TOLERANCE_SECS = 0.04
-BARGE_IN_TEXT = "excuse me I have a question"
-QUESTION_TEXT = "what time do you open on saturday"
+# Spoken by several espeak voices, so onsets differ as real callers' do.
+BARGE_IN_TEXTS = (
+    "excuse me I have a question",
+    "sorry can I stop you there",
+    "hold on a second",
+    "wait I need to ask something",
+)
+QUESTION_TEXTS = (
+    "what time do you open on saturday",
+    "where is your office",
+    "how much does a checkup cost",
+)
+VOICES = ("en-us", "en-gb-x-rp", "en-us+f3")
 
 
 @dataclass(frozen=True)
 class Phrase:
+    label: str
     pcm: bytes  # whole chunks of S16LE 16 kHz
     onset: int  # first speech sample
     end: int  # one past the last speech sample
 
 
-def render_phrase(text: str) -> Phrase:
+def render_phrase(text: str, voice: str = "en-us") -> Phrase:
     import numpy as np
 
     from tests.audio_helpers import speech
 
-    pcm = speech(text, RATE)
+    pcm = speech(text, RATE, voice=voice)
     samples = np.abs(np.frombuffer(pcm, dtype=np.int16).astype(np.int32))
     loud = np.flatnonzero(samples > 0.02 * samples.max())
     padding = (-len(pcm)) % CHUNK_BYTES
-    return Phrase(pcm + bytes(padding), int(loud[0]), int(loud[-1]) + 1)
+    return Phrase(f"{voice}: {text}", pcm + bytes(padding), int(loud[0]), int(loud[-1]) + 1)
 
 
 @dataclass
@@ -108,8 +120,8 @@ class BenchCall:
         key: str,
         agent: str,
         rounds: int,
-        barge: Phrase,
-        question: Phrase,
+        barge: list[Phrase],
+        question: list[Phrase],
         seed: int,
     ) -> None:
         self.result = CallResult(index)
@@ -196,7 +208,7 @@ class BenchCall:
         result.first_audio_t = self._utterances[current].first_t
         for _ in range(self._rounds):
             await asyncio.sleep(self._rng.uniform(0.8, 1.6))
-            spoken = Spoken(self._barge)
+            spoken = Spoken(self._rng.choice(self._barge))
             await self._pending.put(spoken)
             await self._wait(
                 f"interruption of utterance {current}",
@@ -206,6 +218,7 @@ class BenchCall:
             result.barge_ins.append(
                 {
                     "utterance": current,
+                    "phrase": spoken.phrase.label,
                     "onset": spoken.onset_t,
                     "interruption": self._interrupted[current],
                 }
@@ -214,7 +227,7 @@ class BenchCall:
             self._record_response(spoken, answer, "barge_in")
             await self._played_out(answer)
             await asyncio.sleep(0.5)
-            spoken = Spoken(self._question)
+            spoken = Spoken(self._rng.choice(self._question))
             await self._pending.put(spoken)
             current = await self._next_utterance(answer, "the answer to the question")
             self._record_response(spoken, current, "question")
@@ -318,7 +331,8 @@ def _percentiles(values: list[float]) -> dict[str, float]:
 
 
 async def run_load(args: argparse.Namespace) -> dict[str, Any]:
-    barge, question = render_phrase(BARGE_IN_TEXT), render_phrase(QUESTION_TEXT)
+    barge = [render_phrase(t, v) for t in BARGE_IN_TEXTS for v in VOICES]
+    question = [render_phrase(t, v) for t in QUESTION_TEXTS for v in VOICES]
     calls = [
         BenchCall(i, args.target, args.key, args.agent, args.rounds, barge, question, args.seed + i)
         for i in range(args.calls)
@@ -335,10 +349,7 @@ async def run_load(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "calls": rows,
         "send_late": _percentiles(late),
-        "phrases": {
-            "barge_in": {"text": BARGE_IN_TEXT, "secs": (barge.end - barge.onset) / RATE},
-            "question": {"text": QUESTION_TEXT, "secs": (question.end - question.onset) / RATE},
-        },
+        "phrases": {p.label: (p.end - p.onset) / RATE for p in barge + question},
     }
 
 
