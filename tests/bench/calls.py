@@ -56,8 +56,11 @@ def pct(values: list[float], p: float) -> float:
 
 
 class GatewayProcess:
-    def __init__(self, cpu: int | None, log: IO[str], log_level: str) -> None:
+    def __init__(
+        self, cpu: int | None, log: IO[str], log_level: str, extra: list[str] | None = None
+    ) -> None:
         cmd = [sys.executable, "-m", "tests.bench.gateway_proc", "--log-level", log_level]
+        cmd += extra or []
         if cpu is not None:
             cmd += ["--cpu", str(cpu)]
         self.proc = subprocess.Popen(
@@ -496,7 +499,8 @@ def write_doc(
     lines += [f"- {k}: {v}" for k, v in info.items()]
     pinning = "no pinning" if args.no_pin else "gateway pinned to CPU 0, load generator to CPU 1"
     lines += [
-        f"- {pinning}; one gateway process; logs at {args.log_level} (JSON, as `voicegw serve`)",
+        f"- {pinning}; one gateway process; logs at {args.log_level} (JSON, as `voicegw serve`)"
+        + (f"; gateway options {' '.join(args.gateway_arg)}" if args.gateway_arg else ""),
         "- agent: the built-in secretary; turn settings "
         + ", ".join(f"{k} {v}" for k, v in turn.items()),
         "",
@@ -575,6 +579,12 @@ def main() -> int:
     parser.add_argument("--profile", type=int, default=0, help="also profile a run with N calls")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--all", action="store_true", help="run every N even past the aims")
+    parser.add_argument(
+        "--gateway-arg",
+        action="append",
+        default=[],
+        help="extra argument for tests.bench.gateway_proc (repeatable), e.g. --loguru-floor",
+    )
     args = parser.parse_args()
     ns = [int(x) for x in args.n.split(",") if x.strip()]
     gw_cpu, lg_cpu = (None, None) if args.no_pin else (0, 1)
@@ -588,7 +598,7 @@ def main() -> int:
     rows: list[Row] = []
     profile = None
     with open(log_path, "w") as log:
-        gateway = GatewayProcess(gw_cpu, log, args.log_level)
+        gateway = GatewayProcess(gw_cpu, log, args.log_level, args.gateway_arg)
         try:
             turn = gateway.info["turn"]
             turn_wait = float(turn["user_speech_timeout"])

@@ -172,12 +172,39 @@ def _histogram(registry: Any, name: str) -> list[tuple[float, float]]:
     return pairs
 
 
+def _loguru_floor(level: str, pipecat_level: str = "WARNING") -> None:
+    """The sink `configure_logging` installs, with min(level, pipecat_level) as its level."""
+    import logging
+
+    from loguru import logger
+
+    from gateway.logs import _loguru_sink
+
+    root = logging.getLevelName(level.upper())
+    floor = min(root, logging.getLevelName(pipecat_level))
+    logger.remove()
+    logger.add(
+        _loguru_sink,
+        level=floor,
+        format="{message}",
+        filter={"": root, "pipecat": pipecat_level},
+        backtrace=False,
+        diagnose=False,
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cpu", type=int, default=None, help="pin the process to this CPU")
     parser.add_argument("--log-level", default="INFO")
     parser.add_argument("--max-sessions", type=int, default=1000)
     parser.add_argument("--state-dir", default=str(REPO / ".voicegw" / "bench"))
+    parser.add_argument(
+        "--loguru-floor",
+        action="store_true",
+        help="experiment: give the loguru handler a real minimum level, so filtered-out "
+        "debug calls return before building a record (gateway/logs.py adds it at level 0)",
+    )
     args = parser.parse_args()
     if args.cpu is not None:
         # Before anything starts a thread: threads inherit the affinity of their creator.
@@ -189,6 +216,8 @@ def main() -> int:
     from gateway.logs import configure_logging
 
     configure_logging(args.log_level, json=True)
+    if args.loguru_floor:
+        _loguru_floor(args.log_level)
     asyncio.run(_serve(args, out))
     return 0
 
