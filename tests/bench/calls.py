@@ -38,6 +38,8 @@ from typing import IO, Any
 from tests.bench.gateway_proc import REPO, proc_cpu_rss
 
 DOC = REPO / "docs" / "PERFORMANCE.md"
+# Hand-written findings (what the numbers mean, what was tried), included in the generated doc.
+NOTES = Path(__file__).with_name("PERFORMANCE_NOTES.md")
 
 # The aims.
 AIM_ADDED_P50 = 0.020
@@ -270,6 +272,8 @@ def measure(
     ramp = min(2.0, 0.05 * n)
     report, sampler = run_loadgen(gateway, n, rounds, loadgen_cpu, ramp)
     stats = gateway.command("stats")
+    raw = Path(tempfile.gettempdir()) / f"voicegw-bench-{os.getpid()}-n{n}.json"
+    raw.write_text(json.dumps({"loadgen": report, "gateway": stats}))
     vad: dict[str, list[tuple[str, float]]] = {}
     for call_id, kind, t in stats["vad"]:
         vad.setdefault(call_id, []).append((kind, t))
@@ -555,6 +559,8 @@ def write_doc(
         ]
         lines += [f"| {p} | {share:.1f}% |" for p, share in packages[:15]]
         lines += ["", "Top functions by own time:", "", "```", *functions, "```"]
+    if NOTES.exists():
+        lines += ["", NOTES.read_text().strip()]
     lines += [
         "",
         "## How to run",
