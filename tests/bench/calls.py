@@ -423,7 +423,10 @@ def profile_summary(path: Path, top: int = 25) -> tuple[list[tuple[str, float]],
     lines = []
     for (f, line, fn), v in functions:
         cumulative = 100 * v[3] / total
-        shown = f"{cumulative:5.1f}%" if cumulative <= 100 else "  (idle)"  # includes the wait
+        # The loop's own frames (asyncio, selectors, Context.run) contain the idle wait.
+        package = _package(f)
+        loop_level = package.startswith("stdlib.") or package.startswith("C functions")
+        shown = "    - " if loop_level or cumulative > 100 else f"{cumulative:5.1f}%"
         lines.append(
             f"{100 * v[2] / total:5.1f}% own, {shown} cum.  {_package(f)}:{fn} "
             f"({Path(f).name}:{line})"
