@@ -36,8 +36,10 @@ lint: install
 	.venv/bin/mypy gateway pipelines transports billing clients/python/voicegw_client
 	.venv/bin/python -m gateway.tools.gen_protos --check --lint
 
+# Not part of `make test`: minutes long, and wants an otherwise idle machine with 2+ CPUs.
+# BENCH_ARGS go to the call benchmark, e.g. BENCH_ARGS="--calls-only --n 1,10 --profile 10".
 bench: install
-	.venv/bin/python -m tests.bench.run
+	.venv/bin/python -m tests.bench.run $(BENCH_ARGS)
 
 clean:
 	rm -rf .venv .tools
