@@ -123,20 +123,21 @@ class SessionManager:
         if record is None:
             # The same answer for "no such agent" and "another tenant's agent".
             raise SessionRefused("NOT_FOUND", f"agent {request.agent_name!r} not found")
-        # From here to the registration below nothing awaits: the counts checked are the
-        # counts registered against.
-        if len(self.sessions) >= self.max_sessions:
-            raise SessionRefused(
-                "RESOURCE_EXHAUSTED",
-                f"the gateway is at capacity ({self.max_sessions} calls); try again shortly",
-                "CAPACITY",
-            )
+        # From here to the registration below nothing awaits, so the counts checked are the
+        # counts registered against. The organisation's own limit comes first: it is the
+        # answer its caller can act on, whatever other tenants are doing at that moment.
         org_limit = record.org_call_limit or self.org_max_calls
         if self.org_calls(request.org_id) >= org_limit:
             raise SessionRefused(
                 "RESOURCE_EXHAUSTED",
                 f"organisation {request.org_name!r} is at its limit of {org_limit} concurrent "
                 "calls; try again when a call ends",
+                "CAPACITY",
+            )
+        if len(self.sessions) >= self.max_sessions:
+            raise SessionRefused(
+                "RESOURCE_EXHAUSTED",
+                f"the gateway is at capacity ({self.max_sessions} calls); try again shortly",
                 "CAPACITY",
             )
         identity = CallIdentity(
