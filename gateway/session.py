@@ -143,6 +143,8 @@ class Session:
         self.last_inbound = time.monotonic()
         self.last_inbound_audio: float | None = None
         self.outcome: EndRequest | None = None
+        # A pipeline task that ignored cancellation and was left running (see `_abandon`).
+        self.abandoned: asyncio.Task[None] | None = None
         self.finished = asyncio.Event()  # set once the call is stored and the door closed
 
     # CallControl ------------------------------------------------------------------------------
@@ -326,6 +328,7 @@ class Session:
                 "and ending the call anyway"
             )
             run_task.add_done_callback(_consume_outcome)
+            self.abandoned = run_task
             return
         _consume_outcome(run_task)
 

@@ -17,7 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from gateway.session import CallIdentity, CallStore, Session
+from loguru import logger
+
+from gateway.session import ABANDON_WAIT_SECS, CallIdentity, CallStore, Session
 from pipelines.agent_config import AgentConfig
 from pipelines.builder import Engines
 from transports.events import EndReason, EndRequest
@@ -93,6 +95,7 @@ class SessionManager:
         self.end_cancel_timeout_secs = end_cancel_timeout_secs
         self.sessions: dict[uuid.UUID, Session] = {}
         self._per_org: dict[uuid.UUID, int] = {}
+        self._abandoned: set[asyncio.Task[None]] = set()
         self.draining = False
         self._idle = asyncio.Event()
         self._idle.set()
@@ -180,6 +183,9 @@ class SessionManager:
             self._per_org[org_id] = remaining
         else:
             self._per_org.pop(org_id, None)
+        if session.abandoned is not None and not session.abandoned.done():
+            self._abandoned.add(session.abandoned)
+            session.abandoned.add_done_callback(self._abandoned.discard)
         if not self.sessions:
             self._idle.set()
         self._report_load()
@@ -201,3 +207,23 @@ class SessionManager:
         for session in list(self.sessions.values()):
             session.request_end(EndRequest(EndReason.SHUTDOWN, "gateway shutting down"))
         await self._idle.wait()
+        await self._reap_abandoned()
+
+    async def _reap_abandoned(self, rounds: int = 3) -> None:
+        """Cancels the pipelines calls left behind, again, a bounded number of times.
+
+        Pipecat swallows a first cancellation in places (the runner's shutdown wait, a worker's
+        own cancel path), so one that recovered from whatever blocked it may need a few more
+        before it is gone. One still stuck is reported: `asyncio.run` cancels leftover tasks at
+        exit and waits for them without a bound, so it would hold up the process's exit.
+        """
+        for _ in range(rounds):
+            pending = [t for t in self._abandoned if not t.done()]
+            if not pending:
+                return
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=ABANDON_WAIT_SECS)
+        left = sum(1 for t in self._abandoned if not t.done())
+        if left:
+            logger.error(f"{left} abandoned call pipeline(s) still running at shutdown")
