@@ -18,12 +18,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gateway.config import Settings
 from gateway.db import Database
 from gateway.server import VOICE_SERVICE, Gateway
 from gateway.storage import orgs
-from tests.conftest import TEST_PEPPER
-from tests.integration.conftest import make_tenant
+from tests.integration.conftest import gateway_settings, make_tenant
 from tests.integration.rpc import HeldCall, bearer, config, converse, error_reason, hold_call
 
 MAX_SESSIONS = 2
@@ -35,14 +33,8 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 async def small_gateway(
     database: Database, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Gateway]:
-    settings = Settings.load(
-        None,
-        grpc_host="127.0.0.1",
-        grpc_port=0,
-        http_host="127.0.0.1",
-        http_port=0,
-        state_dir=Path(tmp_path_factory.mktemp("admission-state")),
-        key_pepper=TEST_PEPPER,
+    settings = gateway_settings(
+        Path(tmp_path_factory.mktemp("admission-state")),
         stt_workers=1,
         max_sessions=MAX_SESSIONS,
         inbound_timeout_secs=300,

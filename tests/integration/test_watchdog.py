@@ -21,7 +21,6 @@ from pipecat.frames.frames import CancelFrame, EndFrame, Frame
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from voicegw.v1 import voice_pb2 as pb
 
-from gateway.config import Settings
 from gateway.db import Database
 from gateway.server import Gateway
 from gateway.session import ABANDON_WAIT_SECS
@@ -29,8 +28,7 @@ from gateway.storage import calls
 from pipelines.agent_config import AgentConfig
 from pipelines.builder import OfflineEngines
 from pipelines.services.offline_tts import EspeakTTSService
-from tests.conftest import TEST_PEPPER
-from tests.integration.conftest import Tenant, make_tenant
+from tests.integration.conftest import Tenant, gateway_settings
 from tests.integration.rpc import HeldCall, hold_call
 from transports.events import EndReason
 
@@ -78,33 +76,30 @@ class StubbornEngines(OfflineEngines):
 
 
 @pytest.fixture(scope="module")
+def stubborn_engines() -> StubbornEngines:
+    return StubbornEngines(stt_workers=1)
+
+
+@pytest.fixture(scope="module")
 async def stubborn_gateway(
-    database: Database, tmp_path_factory: pytest.TempPathFactory
+    database: Database,
+    tmp_path_factory: pytest.TempPathFactory,
+    stubborn_engines: StubbornEngines,
 ) -> AsyncIterator[Gateway]:
-    settings = Settings.load(
-        None,
-        grpc_host="127.0.0.1",
-        grpc_port=0,
-        http_host="127.0.0.1",
-        http_port=0,
-        state_dir=Path(tmp_path_factory.mktemp("watchdog-state")),
-        key_pepper=TEST_PEPPER,
+    settings = gateway_settings(
+        Path(tmp_path_factory.mktemp("watchdog-state")),
         stt_workers=1,
         inbound_timeout_secs=300,
         end_graceful_timeout_secs=WATCHDOG_SECS,
         end_cancel_timeout_secs=WATCHDOG_SECS,
     )
-    engines = StubbornEngines(settings.stt_workers)
-    gw = Gateway(settings, database=database, engines=engines)
+    gw = Gateway(settings, database=database, engines=stubborn_engines)
     await gw.start()
     yield gw
-    engines.gate.released.set()  # let the abandoned pipelines finish before the engines close
+    # Let the abandoned pipelines recover; stopping the gateway then reaps them (a pipeline
+    # still stuck would hold up the event loop's close at the end of the test session).
+    stubborn_engines.gate.released.set()
     await gw.stop(grace_secs=1)
-
-
-@pytest.fixture
-async def tenant(database: Database) -> Tenant:
-    return await make_tenant(database)
 
 
 @pytest.fixture
@@ -115,29 +110,35 @@ async def call(stubborn_gateway: Gateway, tenant: Tenant) -> AsyncIterator[HeldC
 
 
 @pytest.mark.parametrize(
-    ("how", "reason"),
-    [("caller hangs up", EndReason.CALLER_HANGUP), ("agent ends", EndReason.AGENT_GOODBYE)],
+    "reason",
+    [
+        pytest.param(EndReason.CALLER_HANGUP, id="caller-hangs-up:CancelFrame"),
+        pytest.param(EndReason.AGENT_GOODBYE, id="agent-ends:EndFrame"),
+    ],
 )
 async def test_a_pipeline_that_will_not_stop_still_ends_and_stores_the_call(
-    stubborn_gateway: Gateway, database: Database, call: HeldCall, how: str, reason: EndReason
+    stubborn_gateway: Gateway,
+    stubborn_engines: StubbornEngines,
+    database: Database,
+    call: HeldCall,
+    reason: EndReason,
 ) -> None:
-    gateway = stubborn_gateway
+    gateway, gate = stubborn_gateway, stubborn_engines.gate
     assert gateway.sessions is not None
-    engines = gateway._engines
-    assert isinstance(engines, StubbornEngines)
     call_id = uuid.UUID(call.session_id)
     session = gateway.sessions.sessions[call_id]
+    gate.held.clear()  # set again only if this call's pipeline gets stuck
 
     t0 = time.monotonic()
     if reason is EndReason.CALLER_HANGUP:
-        ended = await call.hang_up(timeout=30)  # the cancel path: CancelFrame
+        ended = await call.hang_up(timeout=30)
     else:
-        assert gateway.sessions.hang_up(call_id, reason, "closing")  # the graceful path: EndFrame
+        assert gateway.sessions.hang_up(call_id, reason, "closing")
         ended = await call.wait_ended(timeout=30)
     took = time.monotonic() - t0
 
-    assert engines.gate.held.is_set(), "the TTS never got stuck: the watchdog was not tested"
-    assert not engines.gate.released.is_set()
+    assert gate.held.is_set(), "the TTS never got stuck: the watchdog was not tested"
+    assert not gate.released.is_set()
     assert ended.reason == pb.EndReason.Value(f"END_REASON_{reason.name}")
     # The watchdog's wait, then at most the bounded final wait (plus slack for a busy machine).
     assert took < WATCHDOG_SECS + ABANDON_WAIT_SECS + 3.0
