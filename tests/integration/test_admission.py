@@ -17,8 +17,10 @@ import aiohttp
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from voicegw.v1 import voice_pb2 as pb
 
 from gateway.db import Database
+from gateway.health import GatewayHealth, ServingState
 from gateway.server import VOICE_SERVICE, Gateway
 from gateway.storage import orgs
 from tests.integration.conftest import gateway_settings, make_tenant
@@ -179,3 +181,60 @@ async def test_default_organisation_limit_comes_from_the_setting(
     assert error is not None and error_reason(error) == "CAPACITY"
     assert "at its limit of 1 concurrent calls" in (error.details() or "")
     await calls.pop().hang_up()
+
+
+async def test_a_draining_gateway_is_not_serving_while_its_calls_finish(
+    database: Database, tmp_path: Path
+) -> None:
+    settings = gateway_settings(tmp_path, stt_workers=1, inbound_timeout_secs=300)
+    gateway = Gateway(settings, database=database)
+    await gateway.start()
+    stopping: asyncio.Task[None] | None = None
+    held: HeldCall | None = None
+    try:
+        tenant = await make_tenant(database)
+        held = await hold_call(gateway, tenant.key)
+        stopping = asyncio.create_task(gateway.stop(grace_secs=120))  # SIGTERM
+        await wait_for_health(gateway, "", NOT_SERVING)
+        assert await health_check(gateway, VOICE_SERVICE) == NOT_SERVING
+        assert await healthz(gateway) == (503, {"status": "draining"})
+        _, error = await converse(gateway, [config()], bearer(tenant.key))
+        assert error is not None and error.code() == grpc.StatusCode.UNAVAILABLE
+        assert not stopping.done()  # the held call keeps the gateway up, draining
+        ended = await held.hang_up()
+        assert ended.reason == pb.END_REASON_CALLER_HANGUP
+        await asyncio.wait_for(stopping, 30)
+        assert gateway.health.state is ServingState.DRAINING
+    finally:
+        if held is not None:
+            await held.close()
+        if stopping is None:
+            await gateway.stop(grace_secs=1)
+        elif not stopping.done():
+            stopping.cancel()
+
+
+async def test_health_follows_the_latest_load_and_draining_is_final() -> None:
+    """Unit level: bursts of load changes settle on the last one; nothing undoes draining."""
+    health = GatewayHealth([VOICE_SERVICE])
+    await health.start()
+
+    async def status(service: str) -> int:
+        response = await health.servicer.Check(health_pb2.HealthCheckRequest(service=service), None)
+        return int(response.status)
+
+    for active in (1, 2, 1, 2, 3, 1):  # no await in between: one publish applies the last
+        health.on_load(active, 2)
+    await health.settled()
+    assert health.state is ServingState.SERVING
+    assert (await status(""), await status(VOICE_SERVICE)) == (SERVING, SERVING)
+    health.on_load(2, 2)
+    await health.settled()
+    assert health.state is ServingState.FULL
+    assert (await status(""), await status(VOICE_SERVICE)) == (NOT_SERVING, NOT_SERVING)
+
+    await health.drain()
+    health.on_load(0, 2)
+    await health.settled()
+    assert health.state is ServingState.DRAINING
+    assert (await status(""), await status(VOICE_SERVICE)) == (NOT_SERVING, NOT_SERVING)
