@@ -41,8 +41,9 @@ from transports.events import (
 )
 
 # After the watchdog has cancelled the runner and its task, how long it still waits for them.
-# A pipeline that swallows cancellation (a processor stuck in a C call's await, a buggy engine)
-# is abandoned after this: the call is stored and the caller told, whatever the pipeline does.
+# A pipeline that swallows cancellation (an engine that catches CancelledError and keeps
+# waiting, a processor blocked on a lost reply) is abandoned after this: the call is stored and
+# the caller told, whatever the pipeline does.
 ABANDON_WAIT_SECS = 2.0
 
 
