@@ -61,4 +61,10 @@ class PgAgentDirectory:
         record = await agents.get_current(self._db, org_id, name)
         if record is None:
             return None
-        return AgentRecord(record.id, record.name, record.version, dict(record.config))
+        return AgentRecord(
+            record.id,
+            record.name,
+            record.version,
+            dict(record.config),
+            org_call_limit=record.org_max_concurrent_calls,
+        )

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import importlib
 import inspect
+import json
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -102,6 +103,18 @@ def _build_parser() -> argparse.ArgumentParser:
     org_create = org.add_parser("create", help="create an organisation")
     org_create.add_argument("name")
     org_create.set_defaults(handler=_cmd_org_create)
+    org_limit = org.add_parser(
+        "limit", help="show or set an organisation's concurrent-call limit (per gateway process)"
+    )
+    org_limit.add_argument("name")
+    org_limit.add_argument(
+        "limit",
+        nargs="?",
+        type=_call_limit,
+        metavar="N|default",
+        help="calls at once (>= 1), or 'default' for the gateway's org_max_calls",
+    )
+    org_limit.set_defaults(handler=_cmd_org_limit)
 
     key = commands.add_parser("apikey", help="API keys").add_subparsers(
         dest="key_command", metavar="ACTION", required=True
@@ -257,6 +270,40 @@ def _cmd_org_create(args: argparse.Namespace, _: list[str]) -> int:
         except AlreadyExists as exc:
             raise CliError(str(exc)) from None
         print(org.id)
+        return 0
+
+    return _with_db(args, work)
+
+
+_DEFAULT_LIMIT = "default"
+
+
+def _call_limit(text: str) -> int | str:
+    """argparse type: a positive integer, or 'default' (a usage error otherwise, exit 2)."""
+    if text == _DEFAULT_LIMIT:
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'default', not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("a call limit must be at least 1")
+    return value
+
+
+def _cmd_org_limit(args: argparse.Namespace, _: list[str]) -> int:
+    from gateway.storage import orgs
+
+    async def work(db: Any) -> int:
+        org_id = await _org_id(db, args.name)
+        if args.limit is not None:
+            limit = None if args.limit == _DEFAULT_LIMIT else int(args.limit)
+            await orgs.set_call_limit(db.pool, org_id, limit)
+        org = await orgs.get(db.pool, org_id)
+        if org is None:  # deleted meanwhile
+            raise CliError(f"no organisation named {args.name!r}")
+        # JSON, so scripts read the limit without parsing prose; null means the default.
+        print(json.dumps({"org": org.name, "max_concurrent_calls": org.max_concurrent_calls}))
         return 0
 
     return _with_db(args, work)

@@ -113,11 +113,19 @@ class Settings(BaseSettings):
     log_json: bool = True
 
     stt_workers: int = Field(default_factory=_default_workers, ge=1)
+    # Admission (DESIGN §4): calls this process holds at once, and calls one organisation may
+    # hold at once on this process unless its `max_concurrent_calls` says otherwise.
     max_sessions: int = Field(default=50, ge=1)
+    org_max_calls: int = Field(default=20, ge=1)
     shutdown_grace_secs: float = Field(default=10.0, ge=0)
     # A call with no message from its client for this long ends with client_timeout: a frozen
     # or vanished client must not keep a call (or a bill) open.
     inbound_timeout_secs: float = Field(default=10.0, gt=0)
+    # The end watchdog: Pipecat's EndFrame wait has no timeout (#4647), so an ending pipeline
+    # gets this long to play out the agent's last words, or this long to stop once cancelled,
+    # before it is abandoned and the call is stored anyway.
+    end_graceful_timeout_secs: float = Field(default=30.0, gt=0)
+    end_cancel_timeout_secs: float = Field(default=5.0, gt=0)
 
     @classmethod
     def settings_customise_sources(

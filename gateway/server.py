@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 from aiohttp import web
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from loguru import logger
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -26,6 +26,7 @@ from gateway.call_store import PgAgentDirectory, PgCallStore
 from gateway.config import Settings
 from gateway.db import Database
 from gateway.grpc_auth import ApiKeyInterceptor
+from gateway.health import GatewayHealth, ServingState
 from gateway.loop_monitor import LoopLagMonitor
 from gateway.sessions import SessionManager
 from gateway.voice_service import VoiceService
@@ -50,7 +51,7 @@ class Gateway:
         self.sessions: SessionManager | None = None
         self._server: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
-        self._health = health.aio.HealthServicer()
+        self.health = GatewayHealth([VOICE_SERVICE])
         self._engines: Engines = engines or OfflineEngines(settings.stt_workers)
 
     async def start(self) -> None:
@@ -65,7 +66,11 @@ class Gateway:
             store=PgCallStore(pool),
             agents=PgAgentDirectory(pool),
             max_sessions=settings.max_sessions,
+            org_max_calls=settings.org_max_calls,
             inbound_timeout_secs=settings.inbound_timeout_secs,
+            end_graceful_timeout_secs=settings.end_graceful_timeout_secs,
+            end_cancel_timeout_secs=settings.end_cancel_timeout_secs,
+            on_load=self.health.on_load,
         )
         keys = ApiKeyStore(pool, settings.resolved_key_pepper())
         self._server = grpc.aio.server(
@@ -80,7 +85,7 @@ class Gateway:
             ],
         )
         voice_pb2_grpc.add_VoiceServiceServicer_to_server(VoiceService(self.sessions), self._server)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self._server)
         reflection.enable_server_reflection(
             (VOICE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
         )
@@ -92,8 +97,7 @@ class Gateway:
         else:
             self.grpc_port = self._server.add_insecure_port(address)
         await self._server.start()
-        await self._health.set("", health_pb2.HealthCheckResponse.SERVING)
-        await self._health.set(VOICE_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        await self.health.start()
         await self._start_http()
         self.loop_monitor.start()
         logger.info(f"gateway listening: grpc={self.grpc_port} http={self.http_port}")
@@ -104,10 +108,11 @@ class Gateway:
             return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
         async def healthz(_: web.Request) -> web.Response:
-            draining = self.sessions is None or self.sessions.draining
-            return web.json_response(
-                {"status": "draining" if draining else "serving"}, status=503 if draining else 200
-            )
+            state = self.health.state
+            if self.sessions is None or self.sessions.draining:
+                state = ServingState.DRAINING
+            status = 200 if state is ServingState.SERVING else 503
+            return web.json_response({"status": state.value}, status=status)
 
         app = web.Application()
         app.router.add_get("/metrics", metrics_handler)
@@ -123,7 +128,7 @@ class Gateway:
     async def stop(self, grace_secs: float | None = None) -> None:
         """Drain: NOT_SERVING, refuse new calls, let calls finish, end the rest, stop."""
         grace = self.settings.shutdown_grace_secs if grace_secs is None else grace_secs
-        await self._health.enter_graceful_shutdown()
+        await self.health.drain()
         if self.sessions is not None:
             await self.sessions.shutdown(grace)
         if self._server is not None:

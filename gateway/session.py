@@ -40,10 +40,11 @@ from transports.events import (
     SessionStartedEvent,
 )
 
-# How long an ending pipeline may take before the watchdog cancels it (Pipecat's EndFrame wait
-# has no timeout, #4647). A graceful end plays out the agent's last words first.
-GRACEFUL_END_TIMEOUT_SECS = 30.0
-CANCEL_END_TIMEOUT_SECS = 5.0
+# After the watchdog has cancelled the runner and its task, how long it still waits for them.
+# A pipeline that swallows cancellation (an engine that catches CancelledError and keeps
+# waiting, a processor blocked on a lost reply) is abandoned after this: the call is stored and
+# the caller told, whatever the pipeline does.
+ABANDON_WAIT_SECS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +116,8 @@ class Session:
         output_format: str,
         output_rate: int,
         inbound_timeout_secs: float = 10.0,
+        graceful_end_timeout_secs: float = 30.0,
+        cancel_end_timeout_secs: float = 5.0,
         on_finished: Callable[[Session], None] | None = None,
     ) -> None:
         self.call_id = uuid.uuid4()
@@ -134,9 +137,15 @@ class Session:
         self.utterances = UtteranceRegistry()
         self.context: LLMContext | None = None  # the call's LLM context, for inspection
         self._inbound_timeout = inbound_timeout_secs
+        # How long an ending pipeline may take before the watchdog cancels it (Pipecat's
+        # EndFrame wait has no timeout, #4647). A graceful end plays out the last words first.
+        self._graceful_end_timeout = graceful_end_timeout_secs
+        self._cancel_end_timeout = cancel_end_timeout_secs
         self.last_inbound = time.monotonic()
         self.last_inbound_audio: float | None = None
         self.outcome: EndRequest | None = None
+        # A pipeline task that ignored cancellation and was left running (see `_abandon`).
+        self.abandoned: asyncio.Task[None] | None = None
         self.finished = asyncio.Event()  # set once the call is stored and the door closed
 
     # CallControl ------------------------------------------------------------------------------
@@ -295,22 +304,34 @@ class Session:
         if request.reason is EndReason.AGENT_GOODBYE:
             # EndFrame is ordered: the closing line plays out before the pipeline stops.
             await worker.queue_frame(EndFrame())
-            timeout = GRACEFUL_END_TIMEOUT_SECS
+            timeout = self._graceful_end_timeout
         else:
             await worker.cancel(reason=request.reason.value)
-            timeout = CANCEL_END_TIMEOUT_SECS
+            timeout = self._cancel_end_timeout
         try:
             await asyncio.wait_for(asyncio.shield(run_task), timeout)
         except TimeoutError:
-            logger.warning(f"pipeline did not stop within {timeout:.0f}s; cancelling it")
-            await runner.cancel()
-            run_task.cancel()
-            try:
-                await run_task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass
+            logger.warning(f"pipeline did not stop within {timeout:g} s; cancelling it")
+            await self._abandon(runner, run_task)
         except Exception as e:  # noqa: BLE001 - the pipeline's own failure is logged, not raised
             logger.warning(f"pipeline ended with {type(e).__name__}: {e}")
+
+    async def _abandon(self, runner: WorkerRunner, run_task: asyncio.Task[None]) -> None:
+        """Cancels the runner and its task, waiting a bounded time: the call row must be
+        written even when the pipeline ignores cancellation (its task is then left behind,
+        logged, rather than holding the call and its capacity forever)."""
+        await runner.cancel()
+        run_task.cancel()
+        done, _ = await asyncio.wait({run_task}, timeout=ABANDON_WAIT_SECS)
+        if not done:
+            logger.error(
+                f"pipeline ignored cancellation for {ABANDON_WAIT_SECS:g} s; abandoning it "
+                "and ending the call anyway"
+            )
+            run_task.add_done_callback(_consume_outcome)
+            self.abandoned = run_task
+            return
+        _consume_outcome(run_task)
 
     async def _finish(
         self,
@@ -397,3 +418,9 @@ class Session:
         if recorder is not None:
             summary["unrecognised_turns"] = recorder.unrecognised_turns
         return summary
+
+
+def _consume_outcome(task: asyncio.Task[None]) -> None:
+    """Logs how a cancelled pipeline task ended (and marks its exception retrieved)."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning(f"cancelled pipeline ended with {task.exception()!r}")

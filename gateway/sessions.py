@@ -3,16 +3,23 @@
 Every door asks `SessionManager.open` for a Session, so capacity limits, tenancy and draining are
 decided once, for all doors. Refusals are door-neutral (`SessionRefused` with a gRPC code name and
 an ErrorInfo reason); each door maps them to its own protocol.
+
+Capacity is counted in this process: `max_sessions` calls in all, and per organisation its own
+limit or `org_max_calls`. The check and the registration happen with no await in between, so
+concurrent opens can never overshoot a limit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from gateway.session import CallIdentity, CallStore, Session
+from loguru import logger
+
+from gateway.session import ABANDON_WAIT_SECS, CallIdentity, CallStore, Session
 from pipelines.agent_config import AgentConfig
 from pipelines.builder import Engines
 from transports.events import EndReason, EndRequest
@@ -34,11 +41,14 @@ class AgentRecord:
     name: str
     version: int
     config: dict[str, Any]
+    # The organisation's own concurrent-call limit; None means the manager's `org_max_calls`.
+    org_call_limit: int | None = None
 
 
 class AgentDirectory(Protocol):
     async def current_agent(self, org_id: uuid.UUID, name: str) -> AgentRecord | None:
-        """The agent's current version within one organisation, or None."""
+        """The agent's current version within one organisation (with the organisation's
+        call limit, fetched together so admission costs one query), or None."""
 
 
 @dataclass(slots=True)
@@ -56,6 +66,10 @@ class CallRequest:
     language: str = ""
 
 
+LoadListener = Callable[[int, int], None]
+"""Told `(active, max_sessions)` whenever either changes; see gateway/health.py."""
+
+
 class SessionManager:
     def __init__(
         self,
@@ -64,17 +78,45 @@ class SessionManager:
         store: CallStore,
         agents: AgentDirectory,
         max_sessions: int,
+        org_max_calls: int = 20,
         inbound_timeout_secs: float = 10.0,
+        end_graceful_timeout_secs: float = 30.0,
+        end_cancel_timeout_secs: float = 5.0,
+        on_load: LoadListener | None = None,
     ) -> None:
         self._engines = engines
         self._store = store
         self._agents = agents
-        self.max_sessions = max_sessions
+        self._on_load = on_load
+        self._max_sessions = max_sessions
+        self.org_max_calls = org_max_calls
         self.inbound_timeout_secs = inbound_timeout_secs
+        self.end_graceful_timeout_secs = end_graceful_timeout_secs
+        self.end_cancel_timeout_secs = end_cancel_timeout_secs
         self.sessions: dict[uuid.UUID, Session] = {}
+        self._per_org: dict[uuid.UUID, int] = {}
+        self._abandoned: set[asyncio.Task[None]] = set()
         self.draining = False
         self._idle = asyncio.Event()
         self._idle.set()
+
+    @property
+    def max_sessions(self) -> int:
+        return self._max_sessions
+
+    @max_sessions.setter
+    def max_sessions(self, value: int) -> None:
+        """Changing the limit at run time re-evaluates "full" for health at once."""
+        self._max_sessions = value
+        self._report_load()
+
+    def org_calls(self, org_id: uuid.UUID) -> int:
+        """Live calls of one organisation in this process."""
+        return self._per_org.get(org_id, 0)
+
+    def _report_load(self) -> None:
+        if self._on_load is not None:
+            self._on_load(len(self.sessions), self._max_sessions)
 
     async def open(self, request: CallRequest) -> Session:
         """Identify and admit; the Session returned is registered and must be run."""
@@ -84,6 +126,17 @@ class SessionManager:
         if record is None:
             # The same answer for "no such agent" and "another tenant's agent".
             raise SessionRefused("NOT_FOUND", f"agent {request.agent_name!r} not found")
+        # From here to the registration below nothing awaits, so the counts checked are the
+        # counts registered against. The organisation's own limit comes first: it is the
+        # answer its caller can act on, whatever other tenants are doing at that moment.
+        org_limit = record.org_call_limit or self.org_max_calls
+        if self.org_calls(request.org_id) >= org_limit:
+            raise SessionRefused(
+                "RESOURCE_EXHAUSTED",
+                f"organisation {request.org_name!r} is at its limit of {org_limit} concurrent "
+                "calls; try again when a call ends",
+                "CAPACITY",
+            )
         if len(self.sessions) >= self.max_sessions:
             raise SessionRefused(
                 "RESOURCE_EXHAUSTED",
@@ -111,16 +164,31 @@ class SessionManager:
             output_format=request.output_format,
             output_rate=request.output_rate,
             inbound_timeout_secs=self.inbound_timeout_secs,
+            graceful_end_timeout_secs=self.end_graceful_timeout_secs,
+            cancel_end_timeout_secs=self.end_cancel_timeout_secs,
             on_finished=self._forget,
         )
         self.sessions[session.call_id] = session
+        self._per_org[request.org_id] = self.org_calls(request.org_id) + 1
         self._idle.clear()
+        self._report_load()
         return session
 
     def _forget(self, session: Session) -> None:
-        self.sessions.pop(session.call_id, None)
+        if self.sessions.pop(session.call_id, None) is None:
+            return
+        org_id = session.identity.org_id
+        remaining = self.org_calls(org_id) - 1
+        if remaining > 0:
+            self._per_org[org_id] = remaining
+        else:
+            self._per_org.pop(org_id, None)
+        if session.abandoned is not None and not session.abandoned.done():
+            self._abandoned.add(session.abandoned)
+            session.abandoned.add_done_callback(self._abandoned.discard)
         if not self.sessions:
             self._idle.set()
+        self._report_load()
 
     def hang_up(self, call_id: uuid.UUID, reason: EndReason, detail: str = "") -> bool:
         session = self.sessions.get(call_id)
@@ -139,3 +207,23 @@ class SessionManager:
         for session in list(self.sessions.values()):
             session.request_end(EndRequest(EndReason.SHUTDOWN, "gateway shutting down"))
         await self._idle.wait()
+        await self._reap_abandoned()
+
+    async def _reap_abandoned(self, rounds: int = 3) -> None:
+        """Cancels the pipelines calls left behind, again, a bounded number of times.
+
+        Pipecat swallows a first cancellation in places (the runner's shutdown wait, a worker's
+        own cancel path), so one that recovered from whatever blocked it may need a few more
+        before it is gone. One still stuck is reported: `asyncio.run` cancels leftover tasks at
+        exit and waits for them without a bound, so it would hold up the process's exit.
+        """
+        for _ in range(rounds):
+            pending = [t for t in self._abandoned if not t.done()]
+            if not pending:
+                return
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=ABANDON_WAIT_SECS)
+        left = sum(1 for t in self._abandoned if not t.done())
+        if left:
+            logger.error(f"{left} abandoned call pipeline(s) still running at shutdown")

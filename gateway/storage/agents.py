@@ -24,6 +24,9 @@ class AgentRecord:
     config: dict[str, Any]
     org_id: uuid.UUID
     public: bool
+    # The owning organisation's concurrent-call limit (None: the gateway default), read in the
+    # same query so admitting a call costs one round trip.
+    org_max_concurrent_calls: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,7 @@ def _record(row: Any) -> AgentRecord:
         config=row["config"],
         org_id=row["org_id"],
         public=row["public"],
+        org_max_concurrent_calls=row.get("max_concurrent_calls"),
     )
 
 
@@ -88,8 +92,9 @@ async def get_current(db: Queryable, org_id: uuid.UUID, name: str) -> AgentRecor
     """The current version of `name` in `org_id`; another organisation's agent is not found."""
     row = await db.fetchrow(
         """
-        SELECT a.id, a.name, a.org_id, a.public, v.version, v.config
+        SELECT a.id, a.name, a.org_id, a.public, v.version, v.config, o.max_concurrent_calls
         FROM agents a JOIN agent_versions v ON v.agent_id = a.id AND v.version = a.current_version
+        JOIN organizations o ON o.id = a.org_id
         WHERE a.org_id = $1 AND a.name = $2
         """,
         org_id,

@@ -12,7 +12,7 @@ import asyncpg
 from gateway.storage._db import Queryable
 from gateway.storage.errors import AlreadyExists
 
-_COLUMNS = "id, name, suspended, created_at"
+_COLUMNS = "id, name, suspended, created_at, max_concurrent_calls"
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,10 +21,14 @@ class Organization:
     name: str
     suspended: bool
     created_at: datetime
+    # None: the gateway's `org_max_calls` setting applies.
+    max_concurrent_calls: int | None = None
 
 
 def _row(row: Any) -> Organization:
-    return Organization(row["id"], row["name"], row["suspended"], row["created_at"])
+    return Organization(
+        row["id"], row["name"], row["suspended"], row["created_at"], row["max_concurrent_calls"]
+    )
 
 
 async def create(db: Queryable, name: str) -> Organization:
@@ -54,5 +58,19 @@ async def set_suspended(db: Queryable, org_id: uuid.UUID, suspended: bool) -> bo
     """Suspend or reinstate; a suspended organisation's keys stop verifying. False if unknown."""
     status = await db.execute(
         "UPDATE organizations SET suspended = $2 WHERE id = $1", org_id, suspended
+    )
+    return bool(status != "UPDATE 0")
+
+
+async def set_call_limit(db: Queryable, org_id: uuid.UUID, limit: int | None) -> bool:
+    """Set the organisation's concurrent-call limit; None returns it to the gateway's default.
+
+    Takes effect for the next call each replica admits (the limit is read with the agent when a
+    call opens), so no restart is needed. False if the organisation is unknown.
+    """
+    if limit is not None and limit < 1:
+        raise ValueError("a concurrent-call limit must be at least 1")
+    status = await db.execute(
+        "UPDATE organizations SET max_concurrent_calls = $2 WHERE id = $1", org_id, limit
     )
     return bool(status != "UPDATE 0")

@@ -6,6 +6,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from voicegw_client import VoiceClient
@@ -26,22 +27,26 @@ class Tenant:
     key: str
 
 
+def gateway_settings(state_dir: Path, **overrides: Any) -> Settings:
+    """Settings of an in-process test gateway: loopback, free ports, the test pepper."""
+    values: dict[str, Any] = {
+        "grpc_host": "127.0.0.1",
+        "grpc_port": 0,
+        "http_host": "127.0.0.1",
+        "http_port": 0,
+        "state_dir": state_dir,
+        "key_pepper": TEST_PEPPER,
+        "stt_workers": 2,
+        "max_sessions": 20,
+    }
+    return Settings.load(None, **(values | overrides))
+
+
 @pytest.fixture(scope="session")
 async def gateway(
     database: Database, tmp_path_factory: pytest.TempPathFactory
 ) -> AsyncIterator[Gateway]:
-    state = tmp_path_factory.mktemp("state")
-    settings = Settings.load(
-        None,
-        grpc_host="127.0.0.1",
-        grpc_port=0,
-        http_host="127.0.0.1",
-        http_port=0,
-        state_dir=Path(state),
-        key_pepper=TEST_PEPPER,
-        stt_workers=2,
-        max_sessions=20,
-    )
+    settings = gateway_settings(Path(tmp_path_factory.mktemp("state")))
     gw = Gateway(settings, database=database)
     await gw.start()
     yield gw

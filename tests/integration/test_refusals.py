@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2, status_pb2
 from voicegw.v1 import voice_pb2 as pb
-from voicegw.v1 import voice_pb2_grpc
 
 from gateway.auth import create_api_key
 from gateway.db import Database
@@ -14,57 +12,7 @@ from gateway.server import Gateway
 from tests.audio_helpers import silence
 from tests.conftest import TEST_PEPPER
 from tests.integration.conftest import Tenant, make_tenant
-
-
-def config(
-    agent: str = "secretary", encoding: int = pb.AUDIO_ENCODING_LINEAR16, rate: int = 16000
-) -> pb.ConverseRequest:
-    return pb.ConverseRequest(
-        config=pb.SessionConfig(
-            agent=agent, input_format=pb.AudioFormat(encoding=encoding, sample_rate_hz=rate)
-        )
-    )
-
-
-async def converse(
-    gateway: Gateway,
-    requests: list[pb.ConverseRequest],
-    metadata: tuple[tuple[str, str], ...] = (),
-) -> tuple[list[pb.ConverseResponse], grpc.aio.AioRpcError | None]:
-    """Sends the requests (then half-closes) and reads until the stream ends."""
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.grpc_port}") as channel:
-        call = voice_pb2_grpc.VoiceServiceStub(channel).Converse(metadata=metadata)
-        responses: list[pb.ConverseResponse] = []
-        try:
-            for request in requests:
-                await call.write(request)
-            await call.done_writing()
-            async for response in call:
-                responses.append(response)
-                if response.HasField("session_ended"):
-                    break
-            await call.wait_for_connection()
-            code = await call.code()
-            if code != grpc.StatusCode.OK:
-                raise grpc.aio.AioRpcError(code, None, None, await call.details())
-        except grpc.aio.AioRpcError as e:
-            return responses, e
-    return responses, None
-
-
-def bearer(key: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {key}"),)
-
-
-def error_reason(error: grpc.aio.AioRpcError) -> str | None:
-    for key, value in error.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            status = status_pb2.Status.FromString(value)
-            for detail in status.details:
-                info = error_details_pb2.ErrorInfo()
-                if detail.Unpack(info):
-                    return info.reason
-    return None
+from tests.integration.rpc import bearer, config, converse, error_reason
 
 
 async def test_no_key_is_unauthenticated(gateway: Gateway) -> None:

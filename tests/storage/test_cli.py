@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import sys
 import tomllib
 import types
@@ -50,6 +51,42 @@ async def test_org_create(env, database, capsys) -> None:
     assert org is not None and out.strip() == str(org.id)
     code, out, err = await run(capsys, "org", "create", name)
     assert (code, out) == (1, "") and "already exists" in err and err.count("\n") == 1
+
+
+async def test_org_limit_shows_sets_and_resets(env, database, capsys) -> None:
+    name = _name()
+    await run(capsys, "org", "create", name)
+    org = await orgs.get_by_name(database.pool, name)
+    assert org is not None
+
+    code, out, _ = await run(capsys, "org", "limit", name)
+    assert code == 0 and json.loads(out) == {"org": name, "max_concurrent_calls": None}
+    code, out, _ = await run(capsys, "org", "limit", name, "3")
+    assert code == 0 and json.loads(out) == {"org": name, "max_concurrent_calls": 3}
+    stored = await orgs.get(database.pool, org.id)
+    assert stored is not None and stored.max_concurrent_calls == 3
+    code, out, _ = await run(capsys, "org", "limit", name)
+    assert json.loads(out)["max_concurrent_calls"] == 3
+
+    code, out, _ = await run(capsys, "org", "limit", name, "default")
+    assert code == 0 and json.loads(out) == {"org": name, "max_concurrent_calls": None}
+    stored = await orgs.get(database.pool, org.id)
+    assert stored is not None and stored.max_concurrent_calls is None
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "many", "1.5"])
+async def test_org_limit_rejects_what_is_not_a_limit(env, database, capsys, value: str) -> None:
+    name = _name()
+    await run(capsys, "org", "create", name)
+    code, out, err = await run(capsys, "org", "limit", name, value)
+    assert (code, out) == (2, "") and "limit" in err
+    org = await orgs.get_by_name(database.pool, name)
+    assert org is not None and org.max_concurrent_calls is None
+
+
+async def test_org_limit_of_an_unknown_org_fails(env, capsys) -> None:
+    code, out, err = await run(capsys, "org", "limit", "no-such-org", "2")
+    assert (code, out) == (1, "") and "no organisation named 'no-such-org'" in err
 
 
 async def test_api_key_lifecycle(env, database, capsys) -> None:

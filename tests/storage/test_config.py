@@ -64,3 +64,16 @@ def test_unknown_keys_and_bad_values_are_errors(tmp_path: Path) -> None:
         Settings(tls_cert=Path("cert.pem"))
     with pytest.raises(ConfigFileError, match="cannot read"):
         Settings.load(tmp_path / "missing.toml")
+
+
+def test_admission_and_watchdog_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings()
+    assert (settings.org_max_calls, settings.max_sessions) == (20, 50)
+    assert (settings.end_graceful_timeout_secs, settings.end_cancel_timeout_secs) == (30, 5)
+    monkeypatch.setenv("VOICEGW_ORG_MAX_CALLS", "3")
+    monkeypatch.setenv("VOICEGW_END_CANCEL_TIMEOUT_SECS", "0.5")
+    settings = Settings()
+    assert (settings.org_max_calls, settings.end_cancel_timeout_secs) == (3, 0.5)
+    for bad in ({"org_max_calls": 0}, {"end_graceful_timeout_secs": 0}):
+        with pytest.raises(ValidationError):
+            Settings(**bad)

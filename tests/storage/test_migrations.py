@@ -11,7 +11,7 @@ from gateway.storage.migrate import Migration, MigrationError, apply_migrations,
 
 def test_discover_finds_the_numbered_files_in_order() -> None:
     found = discover()
-    assert [m.label for m in found][:1] == ["0001_init"]
+    assert [m.label for m in found][:2] == ["0001_init", "0002_org_call_limit"]
     assert [m.version for m in found] == sorted(m.version for m in found)
 
 
@@ -53,3 +53,17 @@ async def test_editing_an_applied_migration_is_reported(make_database) -> None:
         await apply_migrations(conn, [Migration(1, "one", "CREATE TABLE t1 (id int)")])
         with pytest.raises(MigrationError, match="changed after it was applied"):
             await apply_migrations(conn, [Migration(1, "one", "CREATE TABLE t1 (id bigint)")])
+
+
+async def test_call_limit_migration_upgrades_existing_organisations(make_database) -> None:
+    """An organisation created before 0002 keeps working: its limit is NULL (the default)."""
+    db = await make_database(migrate=False)
+    init, *rest = discover()
+    async with db.pool.acquire() as conn:
+        await apply_migrations(conn, [init])
+        org_id = await conn.fetchval("INSERT INTO organizations (name) VALUES ('old') RETURNING id")
+        await apply_migrations(conn, [init, *rest])
+        row = await conn.fetchrow(
+            "SELECT max_concurrent_calls FROM organizations WHERE id = $1", org_id
+        )
+    assert row is not None and row["max_concurrent_calls"] is None
