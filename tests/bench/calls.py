@@ -235,6 +235,9 @@ class Row:
     send_late_p99: float
     window_secs: float
     threads: dict[str, float]  # share of gateway CPU per thread group
+    vad_windows_per_batch: float  # Silero windows scored per model run (all calls batched)
+    vad_model_us_per_window: float  # time inside the model per window
+    vad_model_core_pct: float  # model time over the run, % of a core
 
     def aims(self) -> dict[str, bool]:
         return {
@@ -269,9 +272,15 @@ def measure(
     turn_wait: float,
 ) -> Row:
     gateway.command("reset")
+    before = gateway.command("stats")
+    t0 = time.monotonic()
     ramp = min(2.0, 0.05 * n)
     report, sampler = run_loadgen(gateway, n, rounds, loadgen_cpu, ramp)
     stats = gateway.command("stats")
+    run_secs = max(1e-6, time.monotonic() - t0)
+    vad_windows = stats["vad_windows"] - before["vad_windows"]
+    vad_batches = max(1, stats["vad_batches"] - before["vad_batches"])
+    vad_secs = stats["vad_model_secs"] - before["vad_model_secs"]
     raw = Path(tempfile.gettempdir()) / f"voicegw-bench-{os.getpid()}-n{n}.json"
     raw.write_text(json.dumps({"loadgen": report, "gateway": stats}))
     vad: dict[str, list[tuple[str, float]]] = {}
@@ -345,6 +354,9 @@ def measure(
         send_late_p99=report["send_late"]["p99"],
         window_secs=wall,
         threads={k: 100 * v / total_threads for k, v in sorted(groups.items())},
+        vad_windows_per_batch=vad_windows / vad_batches,
+        vad_model_us_per_window=1e6 * vad_secs / max(1, vad_windows),
+        vad_model_core_pct=100 * vad_secs / run_secs,
     )
 
 
@@ -549,6 +561,18 @@ def write_doc(
         lines.append(
             f"| {r.n} | " + " | ".join(f"{r.threads.get(g, 0.0):.0f}%" for g in groups) + " |"
         )
+    lines += [
+        "",
+        "Silero VAD (one model shared by all calls, windows ready together scored in one run):",
+        "",
+        "| N | windows per model run | model µs per window | model time, % of a core |",
+        "|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.n} | {r.vad_windows_per_batch:.1f} | {r.vad_model_us_per_window:.0f} | "
+            f"{r.vad_model_core_pct:.1f}% |"
+        )
     if profile is not None:
         n, packages, functions, prow = profile
         lines += [
@@ -592,7 +616,7 @@ def main() -> int:
         "--gateway-arg",
         action="append",
         default=[],
-        help="extra argument for tests.bench.gateway_proc (repeatable), e.g. --loguru-floor",
+        help="extra argument for tests.bench.gateway_proc (repeatable), e.g. --vad-start-secs=0.1",
     )
     args = parser.parse_args()
     ns = [int(x) for x in args.n.split(",") if x.strip()]
@@ -621,6 +645,13 @@ def main() -> int:
                 row = measure(gateway, n, rounds, lg_cpu, idle_rss, turn_wait)
                 rows.append(row)
                 print(table([row]), flush=True)
+                print(
+                    f"  VAD: {row.vad_windows_per_batch:.1f} windows per model run, "
+                    f"{row.vad_model_us_per_window:.0f} us per window, "
+                    f"{row.vad_model_core_pct:.1f}% of a core; threads: "
+                    + ", ".join(f"{k} {v:.0f}%" for k, v in row.threads.items()),
+                    flush=True,
+                )
                 if row.clearly_missed() and not args.all:
                     print(f"aims clearly missed at N={n}; not going higher", flush=True)
                     break

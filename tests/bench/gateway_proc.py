@@ -57,15 +57,26 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
     return {"count": len(ordered), "p50": at(50), "p99": at(99), "max": ordered[-1]}
 
 
-async def _setup_tenant(database: Any) -> str:
+def bench_agent(vad_start_secs: float | None) -> Any:
+    """The secretary, optionally with another VAD start time."""
+    from pipelines.agent_config import AgentConfig
+
+    agent = AgentConfig.default_secretary()
+    if vad_start_secs is not None:
+        agent = agent.model_copy(
+            update={"turn": agent.turn.model_copy(update={"vad_start_secs": vad_start_secs})}
+        )
+    return agent
+
+
+async def _setup_tenant(database: Any, agent: Any) -> str:
     from gateway.auth import create_api_key
     from gateway.storage import agents, orgs
-    from pipelines.agent_config import AgentConfig
 
     org = await orgs.get_by_name(database.pool, BENCH_ORG)
     if org is None:
         org = await orgs.create(database.pool, BENCH_ORG)
-    config = AgentConfig.default_secretary().to_dict()
+    config = agent.to_dict()
     current = await agents.get_current(database.pool, org.id, BENCH_AGENT)
     if current is None or current.config != config:
         await agents.create_or_new_version(database.pool, org.id, BENCH_AGENT, config)
@@ -79,7 +90,6 @@ async def _serve(args: argparse.Namespace, out: TextIO) -> None:
     from gateway.db import Database
     from gateway.loop_monitor import LoopLagMonitor
     from gateway.server import Gateway
-    from pipelines.agent_config import AgentConfig
     from tests.bench.fake_engines import InstantEngines
 
     settings = Settings.load(
@@ -96,12 +106,13 @@ async def _serve(args: argparse.Namespace, out: TextIO) -> None:
     database = await Database.open(settings, database=BENCH_DATABASE)
     try:
         await database.migrate()
-        key = await _setup_tenant(database)
+        agent = bench_agent(args.vad_start_secs)
+        key = await _setup_tenant(database, agent)
         engines = InstantEngines()
         gateway = Gateway(settings, database=database, engines=engines)
         gateway.loop_monitor = LoopLagMonitor(window=200_000)
         await gateway.start()
-        turn = AgentConfig.default_secretary().turn
+        turn = agent.turn
         ready = {
             "grpc_port": gateway.grpc_port,
             "http_port": gateway.http_port,
@@ -117,6 +128,9 @@ async def _serve(args: argparse.Namespace, out: TextIO) -> None:
         reader = asyncio.StreamReader()
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
         profiler: cProfile.Profile | None = None
+        from pipelines.vad_batch import batcher_for
+
+        vad = batcher_for(loop)
         try:
             while True:
                 line = (await reader.readline()).decode().strip()
@@ -139,6 +153,9 @@ async def _serve(args: argparse.Namespace, out: TextIO) -> None:
                         rss_bytes=rss,
                         tts_cache_misses=engines.tts_worker.misses,
                         active_calls=len(gateway.sessions.sessions) if gateway.sessions else 0,
+                        vad_batches=vad.batches,
+                        vad_windows=vad.windows,
+                        vad_model_secs=vad.model_secs,
                     )
                 elif command == "threads":
                     reply["threads"] = {
@@ -172,27 +189,6 @@ def _histogram(registry: Any, name: str) -> list[tuple[float, float]]:
     return pairs
 
 
-def _loguru_floor(level: str, pipecat_level: str = "WARNING") -> None:
-    """The sink `configure_logging` installs, with min(level, pipecat_level) as its level."""
-    import logging
-
-    from loguru import logger
-
-    from gateway.logs import _loguru_sink
-
-    root = logging.getLevelName(level.upper())
-    floor = min(root, logging.getLevelName(pipecat_level))
-    logger.remove()
-    logger.add(
-        _loguru_sink,
-        level=floor,
-        format="{message}",
-        filter={"": root, "pipecat": pipecat_level},
-        backtrace=False,
-        diagnose=False,
-    )
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cpu", type=int, default=None, help="pin the process to this CPU")
@@ -200,10 +196,10 @@ def main() -> int:
     parser.add_argument("--max-sessions", type=int, default=1000)
     parser.add_argument("--state-dir", default=str(REPO / ".voicegw" / "bench"))
     parser.add_argument(
-        "--loguru-floor",
-        action="store_true",
-        help="experiment: give the loguru handler a real minimum level, so filtered-out "
-        "debug calls return before building a record (gateway/logs.py adds it at level 0)",
+        "--vad-start-secs",
+        type=float,
+        default=None,
+        help="the bench agent's [turn] vad_start_secs (default: the secretary's)",
     )
     args = parser.parse_args()
     if args.cpu is not None:
@@ -216,8 +212,6 @@ def main() -> int:
     from gateway.logs import configure_logging
 
     configure_logging(args.log_level, json=True)
-    if args.loguru_floor:
-        _loguru_floor(args.log_level)
     asyncio.run(_serve(args, out))
     return 0
 
