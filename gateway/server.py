@@ -28,7 +28,7 @@ from gateway.db import Database
 from gateway.grpc_auth import ApiKeyInterceptor
 from gateway.loop_monitor import LoopLagMonitor
 from gateway.sessions import SessionManager
-from gateway.voice_service import VoiceService
+from gateway.voice_service import VoiceService, stream_limits
 from pipelines.builder import Engines, OfflineEngines
 
 VOICE_SERVICE = voice_pb2.DESCRIPTOR.services_by_name["VoiceService"].full_name
@@ -79,7 +79,9 @@ class Gateway:
                 ("grpc.keepalive_permit_without_calls", 1),
             ],
         )
-        voice_pb2_grpc.add_VoiceServiceServicer_to_server(VoiceService(self.sessions), self._server)
+        voice_pb2_grpc.add_VoiceServiceServicer_to_server(
+            VoiceService(self.sessions, limits=stream_limits(settings)), self._server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
             (VOICE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server

@@ -1,0 +1,99 @@
+"""Refuses caller audio that arrives faster than real time.
+
+A caller streams what a microphone produces, so over any stretch of seconds it cannot send much
+more audio than time has passed. A client that sends faster (a file pushed as fast as the socket
+allows, a runaway loop) would have the gateway transcribe, and the tenant pay for, speech nobody
+said in this call, and its calls would take CPU from everyone else's. Real networks are not
+that tidy, though: chunks arrive with jitter, and after a hiccup (a Wi-Fi handover, a stalled
+event loop on either side) a client that fell behind sends its backlog in a burst. So the guard
+accounts two things:
+
+- **catch-up credit**: wall time that passed without the matching audio arriving (the client is
+  behind real time). Audio covered by it is on time or catching up. It is capped at
+  `catch_up_secs` (3 s), so a client silent for a minute cannot then send a minute at once.
+- **excess**: audio beyond that credit. It is allowed at `max_speed - 1` times real time plus
+  `slack_secs` (0.5 s) of burst: a token bucket, so over any `window_secs` window a caller on time
+  may send at most `max_speed * window_secs + slack_secs` seconds of audio (3.5 s in 2 s), plus
+  whatever credit it had to catch up. A sustained speed above `max_speed` is refused eventually;
+  one at or below it never is.
+
+The credit starts full: a client may have captured audio while the call was being set up and
+send it at once. A client sending at 3x real time is still refused within about 2 s of audio.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+DEFAULT_MAX_SPEED = 1.5
+DEFAULT_WINDOW_SECS = 2.0
+DEFAULT_SLACK_SECS = 0.5
+DEFAULT_CATCH_UP_SECS = 3.0
+
+
+class InputRateGuard:
+    """Fed each inbound chunk's arrival time and duration; says when the input is too fast.
+
+    Pure arithmetic on the times it is given (no clock of its own), so it is exact to test and
+    cheap per chunk: O(1) plus a deque bounded by the chunks of one window.
+    """
+
+    def __init__(
+        self,
+        max_speed: float = DEFAULT_MAX_SPEED,
+        window_secs: float = DEFAULT_WINDOW_SECS,
+        *,
+        slack_secs: float = DEFAULT_SLACK_SECS,
+        catch_up_secs: float = DEFAULT_CATCH_UP_SECS,
+    ) -> None:
+        if max_speed < 1.0:
+            raise ValueError("max_speed below 1 would refuse a real-time caller")
+        if window_secs <= 0:
+            raise ValueError("window_secs must be positive")
+        self.max_speed = max_speed
+        self.window_secs = window_secs
+        self._excess_rate = max_speed - 1.0
+        # What the excess bucket holds when full: the slack plus nothing else, because the
+        # window's allowance above real time accrues at `_excess_rate` as the window passes.
+        self._excess_capacity = slack_secs
+        self._catch_up_cap = catch_up_secs
+        self._credit = catch_up_secs
+        self._excess = slack_secs
+        self._last: float | None = None
+        self._recent: deque[tuple[float, float]] = deque()  # (arrival, secs) within the window
+        self._recent_secs = 0.0
+
+    def feed(self, now: float, secs: float) -> float | None:
+        """Accounts `secs` of audio that arrived at monotonic time `now`.
+
+        Returns None while the input is acceptable, else the speed (x real time) measured over
+        the last window, for the error message. After a verdict the caller is expected to stop.
+        """
+        if self._last is not None:
+            elapsed = max(0.0, now - self._last)
+            self._credit = min(self._catch_up_cap, self._credit + elapsed)
+            self._excess = min(self._excess_capacity, self._excess + elapsed * self._excess_rate)
+        self._last = now
+        covered = min(self._credit, secs)
+        self._credit -= covered
+        self._excess -= secs - covered
+        self._remember(now, secs)
+        if self._excess < -1e-9:  # exactly at the limit is within it, despite float sums
+            return self.speed(now)
+        return None
+
+    def speed(self, now: float) -> float:
+        """Audio received over the last window (or since the first chunk, if shorter), as a
+        multiple of real time; the first chunk's own duration counts as time passed."""
+        if not self._recent:
+            return 0.0
+        first_at, first_secs = self._recent[0]
+        span = max(now - first_at + first_secs, 1e-3)
+        return self._recent_secs / span
+
+    def _remember(self, now: float, secs: float) -> None:
+        self._recent.append((now, secs))
+        self._recent_secs += secs
+        while self._recent and self._recent[0][0] <= now - self.window_secs:
+            _, old = self._recent.popleft()
+            self._recent_secs -= old
