@@ -17,8 +17,11 @@ accounts two things:
   whatever credit it had to catch up. A sustained speed above `max_speed` is refused eventually;
   one at or below it never is.
 
-The credit starts full: a client may have captured audio while the call was being set up and
-send it at once. A client sending at 3x real time is still refused within about 2 s of audio.
+The credit starts full: a client may have captured audio before its stream was up and send it at
+once. Audio that waited in gRPC's buffers while *we* set the call up (the door reads only once
+the pipeline runs) arrives as one burst too; that delay is ours, not the client's, so the guard
+is started when the stream is, and the first read may catch up all of it. A client sending at
+3x real time is still refused within about 2 s of audio.
 """
 
 from __future__ import annotations
@@ -45,7 +48,10 @@ class InputRateGuard:
         *,
         slack_secs: float = DEFAULT_SLACK_SECS,
         catch_up_secs: float = DEFAULT_CATCH_UP_SECS,
+        started_at: float | None = None,
     ) -> None:
+        """`started_at`: monotonic time the client could start sending (the stream opened);
+        without it, the first chunk's arrival."""
         if max_speed < 1.0:
             raise ValueError("max_speed below 1 would refuse a real-time caller")
         if window_secs <= 0:
@@ -59,7 +65,9 @@ class InputRateGuard:
         self._catch_up_cap = catch_up_secs
         self._credit = catch_up_secs
         self._excess = slack_secs
-        self._last: float | None = None
+        self._start = started_at
+        self._last = started_at
+        self._fed = False
         self._recent: deque[tuple[float, float]] = deque()  # (arrival, secs) within the window
         self._recent_secs = 0.0
 
@@ -69,11 +77,17 @@ class InputRateGuard:
         Returns None while the input is acceptable, else the speed (x real time) measured over
         the last window, for the error message. After a verdict the caller is expected to stop.
         """
+        if self._start is None:
+            self._start = now - secs
         if self._last is not None:
             elapsed = max(0.0, now - self._last)
-            self._credit = min(self._catch_up_cap, self._credit + elapsed)
+            # Before the first read, the client waited on us: all of that time may be caught up.
+            # (Credit above the cap from that first wait is spent, never cut.)
+            cap = self._catch_up_cap if self._fed else max(self._catch_up_cap, elapsed)
+            self._credit = max(self._credit, min(cap, self._credit + elapsed))
             self._excess = min(self._excess_capacity, self._excess + elapsed * self._excess_rate)
         self._last = now
+        self._fed = True
         covered = min(self._credit, secs)
         self._credit -= covered
         self._excess -= secs - covered
@@ -83,12 +97,10 @@ class InputRateGuard:
         return None
 
     def speed(self, now: float) -> float:
-        """Audio received over the last window (or since the first chunk, if shorter), as a
-        multiple of real time; the first chunk's own duration counts as time passed."""
-        if not self._recent:
-            return 0.0
-        first_at, first_secs = self._recent[0]
-        span = max(now - first_at + first_secs, 1e-3)
+        """Audio received over the last window (or since the start, if shorter), as a multiple
+        of real time."""
+        start = self._start if self._start is not None else now
+        span = max(min(self.window_secs, now - start), 1e-3)
         return self._recent_secs / span
 
     def _remember(self, now: float, secs: float) -> None:

@@ -92,6 +92,23 @@ def test_catch_up_credit_is_bounded() -> None:
     assert accepted * CHUNK == pytest.approx(3.5, abs=CHUNK)
 
 
+def test_audio_buffered_while_the_call_was_set_up_may_arrive_at_once() -> None:
+    """The stream opened at 0; we read nothing until 5 s, when 5 s of audio waits for us."""
+    schedule = [(5.0, CHUNK)] * int(5 / CHUNK) + steady(1.0, 60, start=5.0)
+    assert first_verdict(InputRateGuard(started_at=0.0), schedule) is None
+    # Without knowing when the stream opened, that is a 5 s burst.
+    assert first_verdict(InputRateGuard(), schedule) is not None
+
+
+def test_three_times_real_time_behind_a_slow_set_up_is_still_refused() -> None:
+    schedule = [(1.0, CHUNK)] * int(3 / CHUNK) + steady(3.0, 30, start=1.0)
+    verdict = first_verdict(InputRateGuard(started_at=0.0), schedule)
+    assert verdict is not None
+    at, reported = verdict
+    assert at <= 3.0
+    assert reported == pytest.approx(3.0, rel=0.1)
+
+
 def test_settings_change_the_limit() -> None:
     assert first_verdict(InputRateGuard(max_speed=2.5), steady(2.0, 120)) is None
     assert first_verdict(InputRateGuard(max_speed=1.5), steady(2.0, 120)) is not None

@@ -423,7 +423,13 @@ class GrpcStreamTransport(BaseTransport):
             audio_out_sample_rate=output_spec.sample_rate,
             audio_out_end_silence_secs=0,
         )
-        guard = InputRateGuard(limits.input_max_speed, limits.input_speed_window_secs)
+        # Started now: audio the client sends while the pipeline starts waits in gRPC's buffers
+        # and is read in one burst, which is our delay, not the client's speed.
+        guard = InputRateGuard(
+            limits.input_max_speed,
+            limits.input_speed_window_secs,
+            started_at=time.monotonic(),
+        )
         self._input = GrpcStreamInput(stream, input_spec, control, params, guard)
         self._output = GrpcStreamOutput(
             stream, output_spec, utterances, params, max_lead_secs, control
