@@ -11,7 +11,6 @@ import asyncio
 from dataclasses import dataclass
 from typing import Protocol
 
-from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams
 from pipecat.frames.frames import Frame, InputAudioRawFrame
 from pipecat.observers.base_observer import BaseObserver
@@ -44,6 +43,7 @@ from pipelines.services.offline_tts import EspeakTTSService
 from pipelines.services.scripted_llm import UNRECOGNISED_MARKER, ScriptedLLMService
 from pipelines.turns import FinalTranscriptUserTurnStopStrategy
 from pipelines.utterances import UtteranceRegistry
+from pipelines.vad import SharedSileroVADAnalyzer, shared_silero_session
 
 PIPELINE_IN_RATE = 16000
 
@@ -74,7 +74,12 @@ class OfflineEngines:
         self.tts_worker = TtsWorker()
 
     async def start(self) -> None:
-        await asyncio.gather(self.stt_pool.start(), self.tts_worker.start())
+        # The shared VAD session loads here, not inside the first call's set-up.
+        await asyncio.gather(
+            self.stt_pool.start(),
+            self.tts_worker.start(),
+            asyncio.to_thread(shared_silero_session),
+        )
 
     async def close(self) -> None:
         await asyncio.gather(self.stt_pool.close(), self.tts_worker.close(), return_exceptions=True)
@@ -127,7 +132,8 @@ def build_call_pipeline(
     stt = engines.make_stt(agent)
     llm = engines.make_llm(agent)
     tts = engines.make_tts(agent)
-    vad = SileroVADAnalyzer(
+    # One ONNX session per process, its recurrent state per call (pipelines/vad.py).
+    vad = SharedSileroVADAnalyzer(
         sample_rate=PIPELINE_IN_RATE,
         params=VADParams(
             confidence=turn.vad_confidence,
