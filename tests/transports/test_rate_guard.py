@@ -9,7 +9,11 @@ import random
 from collections.abc import Iterable
 
 import pytest
+from pydantic import ValidationError
 
+from gateway.config import Settings
+from gateway.voice_service import stream_limits
+from transports.grpc_stream import StreamLimits
 from transports.rate_guard import InputRateGuard
 
 CHUNK = 0.02
@@ -114,3 +118,18 @@ def test_settings_change_the_limit() -> None:
     assert first_verdict(InputRateGuard(max_speed=1.5), steady(2.0, 120)) is not None
     with pytest.raises(ValueError):
         InputRateGuard(max_speed=0.9)
+
+
+def test_gateway_settings_become_the_door_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VOICEGW_INPUT_MAX_SPEED", "2.0")
+    monkeypatch.setenv("VOICEGW_CLIENT_STALL_SECS", "3")
+    limits = stream_limits(Settings(input_speed_window_secs=4.0))
+    assert limits == StreamLimits(
+        input_max_speed=2.0, input_speed_window_secs=4.0, client_stall_secs=3.0
+    )
+    monkeypatch.delenv("VOICEGW_INPUT_MAX_SPEED")
+    monkeypatch.delenv("VOICEGW_CLIENT_STALL_SECS")
+    assert stream_limits(Settings()) == StreamLimits()  # the documented defaults
+    assert StreamLimits() == StreamLimits(1.5, 2.0, 5.0, 256)
+    with pytest.raises(ValidationError):
+        Settings(input_max_speed=0.8)  # would refuse every real-time caller
