@@ -126,10 +126,15 @@ class EchoService(voice_pb2_grpc.VoiceServiceServicer):
             cancel_runner_on_idle_timeout=False,
         )
         run = asyncio.create_task(WorkerRunner(handle_sigint=False).run(worker))
-        await asyncio.wait({run, control.ended}, return_when=asyncio.FIRST_COMPLETED)
-        if not run.done():
-            await worker.cancel()
-            await run
+        try:
+            await asyncio.wait({run, control.ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # Also when the server cancels this handler (a test stopping it before the door saw
+            # the client go): the pipeline has its own task and would outlive the test, to hang
+            # the event loop's teardown.
+            if not run.done():
+                await worker.cancel()
+                await run
         request = control.ended.result() if control.ended.done() else None
         await door.close()
         if request is not None and request.status_code:

@@ -109,8 +109,10 @@ class GrpcCallStream:
 
     @property
     def queued(self) -> int:
-        """Messages waiting for the writer (the one being written is not counted)."""
-        return len(self._outbound)
+        """Responses waiting for the writer (not the one being written, nor the end marker,
+        which is always last)."""
+        closing = bool(self._outbound) and self._outbound[-1] is _END_OF_OUTPUT
+        return len(self._outbound) - closing
 
     async def read(self) -> pb.ConverseRequest | None:
         """Next request, or None when the client has half-closed its side."""
