@@ -11,17 +11,18 @@ accounts two things:
 - **catch-up credit**: wall time that passed without the matching audio arriving (the client is
   behind real time). Audio covered by it is on time or catching up. It is capped at
   `catch_up_secs` (3 s), so a client silent for a minute cannot then send a minute at once.
-- **excess**: audio beyond that credit. It is allowed at `max_speed - 1` times real time plus
-  `slack_secs` (0.5 s) of burst: a token bucket, so over any `window_secs` window a caller on time
-  may send at most `max_speed * window_secs + slack_secs` seconds of audio (3.5 s in 2 s), plus
-  whatever credit it had to catch up. A sustained speed above `max_speed` is refused eventually;
-  one at or below it never is.
+- **excess**: audio beyond that credit, i.e. ahead of real time. Over the last `window_secs`
+  (2 s) it may add up to `(max_speed - 1) * window_secs + slack_secs` (0.5 s + 0.5 s of slack
+  for jitter): at most `max_speed * window_secs + slack_secs` seconds of audio in any window
+  (3.5 s in 2 s), plus whatever the client had fallen behind. The slack also lets a sustained
+  speed up to `max_speed + slack_secs / window_secs` (1.75x) through; a longer window narrows
+  that, a shorter one reacts faster.
 
 The credit starts full: a client may have captured audio before its stream was up and send it at
 once. Audio that waited in gRPC's buffers while *we* set the call up (the door reads only once
 the pipeline runs) arrives as one burst too; that delay is ours, not the client's, so the guard
 is started when the stream is, and the first read may catch up all of it. A client sending at
-3x real time is still refused within about 2 s of audio.
+3x real time is still refused within about 2.5 s.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ class InputRateGuard:
     """Fed each inbound chunk's arrival time and duration; says when the input is too fast.
 
     Pure arithmetic on the times it is given (no clock of its own), so it is exact to test and
-    cheap per chunk: O(1) plus a deque bounded by the chunks of one window.
+    cheap per chunk: O(1) amortised, plus a deque of the chunks of one window (a few hundred at
+    most before a verdict).
     """
 
     def __init__(
@@ -58,18 +60,16 @@ class InputRateGuard:
             raise ValueError("window_secs must be positive")
         self.max_speed = max_speed
         self.window_secs = window_secs
-        self._excess_rate = max_speed - 1.0
-        # What the excess bucket holds when full: the slack plus nothing else, because the
-        # window's allowance above real time accrues at `_excess_rate` as the window passes.
-        self._excess_capacity = slack_secs
+        self._excess_allowed = (max_speed - 1.0) * window_secs + slack_secs
         self._catch_up_cap = catch_up_secs
         self._credit = catch_up_secs
-        self._excess = slack_secs
         self._start = started_at
         self._last = started_at
         self._fed = False
-        self._recent: deque[tuple[float, float]] = deque()  # (arrival, secs) within the window
+        # (arrival, secs, excess secs) of the chunks within the last window, and their sums.
+        self._recent: deque[tuple[float, float, float]] = deque()
         self._recent_secs = 0.0
+        self._recent_excess = 0.0
 
     def feed(self, now: float, secs: float) -> float | None:
         """Accounts `secs` of audio that arrived at monotonic time `now`.
@@ -85,14 +85,13 @@ class InputRateGuard:
             # (Credit above the cap from that first wait is spent, never cut.)
             cap = self._catch_up_cap if self._fed else max(self._catch_up_cap, elapsed)
             self._credit = max(self._credit, min(cap, self._credit + elapsed))
-            self._excess = min(self._excess_capacity, self._excess + elapsed * self._excess_rate)
         self._last = now
         self._fed = True
         covered = min(self._credit, secs)
         self._credit -= covered
-        self._excess -= secs - covered
-        self._remember(now, secs)
-        if self._excess < -1e-9:  # exactly at the limit is within it, despite float sums
+        self._remember(now, secs, secs - covered)
+        # Exactly at the limit is within it, despite float sums.
+        if self._recent_excess > self._excess_allowed + 1e-9:
             return self.speed(now)
         return None
 
@@ -103,9 +102,11 @@ class InputRateGuard:
         span = max(min(self.window_secs, now - start), 1e-3)
         return self._recent_secs / span
 
-    def _remember(self, now: float, secs: float) -> None:
-        self._recent.append((now, secs))
+    def _remember(self, now: float, secs: float, excess: float) -> None:
+        self._recent.append((now, secs, excess))
         self._recent_secs += secs
+        self._recent_excess += excess
         while self._recent and self._recent[0][0] <= now - self.window_secs:
-            _, old = self._recent.popleft()
-            self._recent_secs -= old
+            _, old_secs, old_excess = self._recent.popleft()
+            self._recent_secs -= old_secs
+            self._recent_excess -= old_excess
