@@ -5,6 +5,10 @@ Input: the stream's requests become frames (audio decoded and resampled once to 
 Session through `CallControl`. Output: agent audio is encoded to the caller's format and paced at
 most `max_lead_secs` ahead of real time, so a barge-in has little to flush; session events share
 the same ordered queue as audio.
+
+Back-pressure (docs/ARCHITECTURE.md): caller audio faster than real time ends the call
+(`transports/rate_guard.py`); the outbound queue is bounded and a client that stops reading ends
+the call with `client_timeout`; a barge-in drops the interrupted utterance's queued audio.
 """
 
 from __future__ import annotations
