@@ -126,6 +126,15 @@ class Settings(BaseSettings):
     # before it is abandoned and the call is stored anyway.
     end_graceful_timeout_secs: float = Field(default=30.0, gt=0)
     end_cancel_timeout_secs: float = Field(default=5.0, gt=0)
+    # Caller audio faster than this many times real time over the window (plus 0.5 s of slack
+    # for jitter and up to 3 s of catch-up after falling behind) ends the call with
+    # INVALID_ARGUMENT: nobody speaks faster than time passes, and such input costs CPU and
+    # billed transcription (transports/rate_guard.py).
+    input_max_speed: float = Field(default=1.5, ge=1.0)
+    input_speed_window_secs: float = Field(default=2.0, gt=0)
+    # A client that has not taken a response for this long while we have one for it ends with
+    # client_timeout: HTTP/2 flow control would otherwise hold its call and queue forever.
+    client_stall_secs: float = Field(default=5.0, gt=0)
 
     @classmethod
     def settings_customise_sources(

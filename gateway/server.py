@@ -29,8 +29,9 @@ from gateway.grpc_auth import ApiKeyInterceptor
 from gateway.health import GatewayHealth, ServingState
 from gateway.loop_monitor import LoopLagMonitor
 from gateway.sessions import SessionManager
-from gateway.voice_service import VoiceService
+from gateway.voice_service import VoiceService, stream_limits
 from pipelines.builder import Engines, OfflineEngines
+from pipelines.vad_batch import silero_session
 
 VOICE_SERVICE = voice_pb2.DESCRIPTOR.services_by_name["VoiceService"].full_name
 
@@ -59,7 +60,8 @@ class Gateway:
         if self.database is None:
             self.database = await Database.open(settings)
             await self.database.migrate()
-        await self._engines.start()
+        # The shared VAD model loads here, not inside the first call's set-up on the loop.
+        await asyncio.gather(self._engines.start(), asyncio.to_thread(silero_session))
         pool = self.database.pool
         self.sessions = SessionManager(
             engines=self._engines,
@@ -84,7 +86,9 @@ class Gateway:
                 ("grpc.keepalive_permit_without_calls", 1),
             ],
         )
-        voice_pb2_grpc.add_VoiceServiceServicer_to_server(VoiceService(self.sessions), self._server)
+        voice_pb2_grpc.add_VoiceServiceServicer_to_server(
+            VoiceService(self.sessions, limits=stream_limits(settings)), self._server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self._server)
         reflection.enable_server_reflection(
             (VOICE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server

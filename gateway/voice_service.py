@@ -19,18 +19,28 @@ from voicegw.v1 import voice_pb2 as pb
 from voicegw.v1 import voice_pb2_grpc
 
 from gateway import metrics
+from gateway.config import Settings
 from gateway.grpc_auth import current_principal
 from gateway.sessions import CallRequest, SessionManager, SessionRefused
 from pipelines.utterances import UtteranceRegistry
 from transports.codecs.formats import FormatError
 from transports.door import CallControl
 from transports.events import EndReason, EndRequest
-from transports.grpc_stream import GrpcStreamDoor
+from transports.grpc_stream import GrpcStreamDoor, StreamLimits
 from transports.grpc_stream.wire import spec_from_proto
 
 CONFIG_TIMEOUT_SECS = 10.0
 ERROR_DOMAIN = "voicegw.dev"
 VOICE_SCOPE = "voice"
+
+
+def stream_limits(settings: Settings) -> StreamLimits:
+    """The per-stream limits the gRPC door enforces, from the gateway's settings."""
+    return StreamLimits(
+        input_max_speed=settings.input_max_speed,
+        input_speed_window_secs=settings.input_speed_window_secs,
+        client_stall_secs=settings.client_stall_secs,
+    )
 
 
 def status_with_reason(code: str, message: str, reason: str | None) -> status_pb2.Status:
@@ -44,9 +54,15 @@ def status_with_reason(code: str, message: str, reason: str | None) -> status_pb
 
 
 class VoiceService(voice_pb2_grpc.VoiceServiceServicer):
-    def __init__(self, sessions: SessionManager, max_lead_secs: float = 0.2) -> None:
+    def __init__(
+        self,
+        sessions: SessionManager,
+        max_lead_secs: float = 0.2,
+        limits: StreamLimits | None = None,
+    ) -> None:
         self._sessions = sessions
         self._max_lead = max_lead_secs
+        self._limits = limits or StreamLimits()
 
     async def Converse(self, request_iterator: object, context: grpc.aio.ServicerContext) -> None:
         principal = current_principal()
@@ -101,7 +117,13 @@ class VoiceService(voice_pb2_grpc.VoiceServiceServicer):
 
         def make_door(control: CallControl, utterances: UtteranceRegistry) -> GrpcStreamDoor:
             return GrpcStreamDoor(
-                context, input_spec, output_spec, control, utterances, self._max_lead
+                context,
+                input_spec,
+                output_spec,
+                control,
+                utterances,
+                self._max_lead,
+                self._limits,
             )
 
         # The session runs in its own task: if the client vanishes, gRPC cancels this handler,

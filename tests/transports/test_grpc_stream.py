@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -32,8 +32,8 @@ from voicegw.v1 import voice_pb2_grpc
 
 from pipelines.utterances import UtteranceRegistry
 from transports.codecs import g711
-from transports.events import EndRequest
-from transports.grpc_stream import GrpcStreamDoor
+from transports.events import EndReason, EndRequest
+from transports.grpc_stream import GrpcStreamDoor, StreamLimits
 from transports.grpc_stream.wire import spec_from_proto
 
 ENCODINGS = {
@@ -92,9 +92,11 @@ class Control:
 
 
 class EchoService(voice_pb2_grpc.VoiceServiceServicer):
-    def __init__(self, burst_secs: float = 0.0) -> None:
+    def __init__(self, burst_secs: float = 0.0, limits: StreamLimits | None = None) -> None:
         self.burst_secs = burst_secs
+        self.limits = limits
         self.controls: list[Control] = []
+        self.doors: list[GrpcStreamDoor] = []
 
     async def Converse(self, request_iterator: object, context: grpc.aio.ServicerContext) -> None:
         first = await context.read()
@@ -106,7 +108,10 @@ class EchoService(voice_pb2_grpc.VoiceServiceServicer):
         )
         control = Control()
         self.controls.append(control)
-        door = GrpcStreamDoor(context, spec_in, spec_out, control, UtteranceRegistry())
+        door = GrpcStreamDoor(
+            context, spec_in, spec_out, control, UtteranceRegistry(), limits=self.limits
+        )
+        self.doors.append(door)
         pipeline = Pipeline(
             [door.transport.input(), Echo(self.burst_secs), door.transport.output()]
         )
@@ -121,10 +126,15 @@ class EchoService(voice_pb2_grpc.VoiceServiceServicer):
             cancel_runner_on_idle_timeout=False,
         )
         run = asyncio.create_task(WorkerRunner(handle_sigint=False).run(worker))
-        await asyncio.wait({run, control.ended}, return_when=asyncio.FIRST_COMPLETED)
-        if not run.done():
-            await worker.cancel()
-            await run
+        try:
+            await asyncio.wait({run, control.ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # Also when the server cancels this handler (a test stopping it before the door saw
+            # the client go): the pipeline has its own task and would outlive the test, to hang
+            # the event loop's teardown.
+            if not run.done():
+                await worker.cancel()
+                await run
         request = control.ended.result() if control.ended.done() else None
         await door.close()
         if request is not None and request.status_code:
@@ -315,3 +325,87 @@ async def test_interruption_stops_the_utterance(echo_server: tuple[str, EchoServ
         # Nothing of utterance 1 after the interruption.
         after = events[events.index("interruption") + 1 :]
         assert "audio" not in after
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Waits for a condition the code under test exposes no event for, checking every 10 ms."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached"
+        await asyncio.sleep(0.01)
+
+
+SMALL_WINDOW = [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 16 * 1024)]
+
+
+@pytest.mark.parametrize(
+    ("limits", "detail"),
+    [
+        (StreamLimits(client_stall_secs=0.5), "client stopped reading for 0.5 s"),
+        (StreamLimits(max_queued=8), "client stopped reading (8 messages queued)"),
+    ],
+    ids=["stalled-write", "full-queue"],
+)
+async def test_client_that_stops_reading_ends_the_call(limits: StreamLimits, detail: str) -> None:
+    """Whichever comes first, a write pending too long or a full queue ends the call as the
+    client's timeout, and the queue never holds more than its bound."""
+    service = EchoService(burst_secs=4.0, limits=limits)
+    server = grpc.aio.server()
+    voice_pb2_grpc.add_VoiceServiceServicer_to_server(service, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=SMALL_WINDOW) as channel:
+            call = voice_pb2_grpc.VoiceServiceStub(channel).Converse()
+            await call.write(config("linear16", 16000))
+            await call.write(pb.ConverseRequest(audio=pb.AudioInput(data=bytes(640))))
+            await until(lambda: bool(service.controls))
+            ended = await asyncio.wait_for(service.controls[0].ended, 10)
+            stream = service.doors[0].stream
+            call.cancel()
+    finally:
+        await server.stop(None)
+    assert ended.reason is EndReason.CLIENT_TIMEOUT and ended.caller_gone
+    assert ended.detail == detail
+    assert stream.stalled
+    assert stream.queued <= limits.max_queued
+
+
+async def test_interruption_drops_audio_queued_for_a_slow_client() -> None:
+    """A client that reads slowly has audio queued on our side; the interruption overtakes it.
+
+    The client's 16 KiB HTTP/2 window holds 12 chunks of 40 ms; it stops reading, so the next
+    chunks wait in the door's queue. After the interruption it reads everything: at most the
+    window's worth (and the one write in flight) precedes the interruption, nothing follows it.
+    """
+    service = EchoService(burst_secs=4.0)
+    server = grpc.aio.server()
+    voice_pb2_grpc.add_VoiceServiceServicer_to_server(service, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=SMALL_WINDOW) as channel:
+            call = voice_pb2_grpc.VoiceServiceStub(channel).Converse()
+            await call.write(config("linear16", 16000))
+            await call.write(pb.ConverseRequest(audio=pb.AudioInput(data=bytes(640))))
+            await until(lambda: bool(service.doors) and service.doors[0].stream.queued >= 24)
+            queued = service.doors[0].stream.queued
+            await call.write(pb.ConverseRequest(dtmf=pb.DtmfInput(digits="#")))
+            events: list[tuple[str, int]] = []
+            async for response in call:
+                kind = response.WhichOneof("response")
+                if kind == "audio":
+                    events.append((kind, response.audio.utterance_id))
+                elif kind == "interruption":
+                    events.append((kind, response.interruption.utterance_id))
+                    await call.write(pb.ConverseRequest(hangup=pb.HangupRequest()))
+                    await call.done_writing()
+    finally:
+        await server.stop(None)
+    assert ("interruption", 1) in events
+    cut = events.index(("interruption", 1))
+    before, after = events[:cut], events[cut + 1 :]
+    assert ("audio", 1) not in after
+    # What the window held (12), the write in flight and a little HTTP/2 rounding; without the
+    # purge, the `queued` chunks (24 or more) would all have come first as well.
+    assert len(before) <= 18 < 12 + queued, (len(before), queued)

@@ -5,12 +5,19 @@ Input: the stream's requests become frames (audio decoded and resampled once to 
 Session through `CallControl`. Output: agent audio is encoded to the caller's format and paced at
 most `max_lead_secs` ahead of real time, so a barge-in has little to flush; session events share
 the same ordered queue as audio.
+
+Back-pressure (docs/ARCHITECTURE.md): caller audio faster than real time ends the call
+(`transports/rate_guard.py`); the outbound queue is bounded and a client that stops reading ends
+the call with `client_timeout`; a barge-in drops the interrupted utterance's queued audio.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import grpc
@@ -47,9 +54,22 @@ from transports.events import (
     SessionStartedEvent,
 )
 from transports.grpc_stream.wire import event_to_proto, spec_to_proto
+from transports.rate_guard import DEFAULT_MAX_SPEED, DEFAULT_WINDOW_SECS, InputRateGuard
 
 _DTMF_KEYS = {entry.value: entry for entry in KeypadEntry}
 _END_OF_OUTPUT = object()
+DEFAULT_MAX_QUEUED = 256
+DEFAULT_STALL_SECS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class StreamLimits:
+    """What one Converse stream tolerates from its client (from the gateway's Settings)."""
+
+    input_max_speed: float = DEFAULT_MAX_SPEED  # caller audio, x real time (see rate_guard)
+    input_speed_window_secs: float = DEFAULT_WINDOW_SECS
+    client_stall_secs: float = DEFAULT_STALL_SECS  # a write pending this long ends the call
+    max_queued: int = DEFAULT_MAX_QUEUED  # responses waiting for a client that reads slowly
 
 
 class GrpcCallStream:
@@ -57,17 +77,46 @@ class GrpcCallStream:
 
     Writes go through one queue and one writer task so audio and events keep their order and a
     slow client cannot make a pipeline task block inside `context.write`.
+
+    Back-pressure: a client that stops reading (frozen, or a bug) makes gRPC's HTTP/2 flow
+    control hold `context.write` once the stream's window and the socket buffers are full. The
+    queue is bounded (`max_queued` messages, about 10 s of 40 ms audio chunks; the pacer keeps a
+    reading client's queue at a handful) and the writer is watched: when one write has not
+    completed for `stall_secs`, or the queue is full, the call ends through `on_stall` with
+    `client_timeout`. `send` never blocks and never grows the queue past the bound: a message
+    that does not fit is dropped, because the call it belongs to is ending anyway, and the
+    end-of-output marker is not counted against the bound so `drain_and_close` always works.
     """
 
-    def __init__(self, context: grpc.aio.ServicerContext) -> None:
+    def __init__(
+        self,
+        context: grpc.aio.ServicerContext,
+        *,
+        on_stall: Callable[[EndRequest], None] | None = None,
+        max_queued: int = DEFAULT_MAX_QUEUED,
+        stall_secs: float = DEFAULT_STALL_SECS,
+    ) -> None:
         self._context = context
-        self._outbound: asyncio.Queue[pb.ConverseResponse | object] = asyncio.Queue()
+        self._outbound: deque[pb.ConverseResponse | object] = deque()
+        self._ready = asyncio.Event()  # set while something is queued
+        self._max_queued = max_queued
+        self._stall_secs = stall_secs
+        self._on_stall = on_stall
         self._writer: asyncio.Task[None] | None = None
         self._closed = False
         self.write_failed = asyncio.Event()
+        self.stalled = False
+        self.dropped = 0  # messages refused by a full queue
 
     def start(self) -> None:
         self._writer = asyncio.get_running_loop().create_task(self._write_loop())
+
+    @property
+    def queued(self) -> int:
+        """Responses waiting for the writer (not the one being written, nor the end marker,
+        which is always last)."""
+        closing = bool(self._outbound) and self._outbound[-1] is _END_OF_OUTPUT
+        return len(self._outbound) - closing
 
     async def read(self) -> pb.ConverseRequest | None:
         """Next request, or None when the client has half-closed its side."""
@@ -78,15 +127,57 @@ class GrpcCallStream:
         return message
 
     def send(self, response: pb.ConverseResponse) -> None:
-        if not self._closed:
-            self._outbound.put_nowait(response)
+        """Queues a response; never blocks. A full queue means the client stopped reading."""
+        if self._closed:
+            return
+        if len(self._outbound) >= self._max_queued:
+            self.dropped += 1
+            self._stall(f"client stopped reading ({self._max_queued} messages queued)")
+            return
+        self._outbound.append(response)
+        self._ready.set()
+
+    def interrupt(self, event: pb.ConverseResponse, utterance_id: int) -> int:
+        """Drops the queued audio of `utterance_id` and queues `event` where the first of it
+        was, ahead of the rest, so the client learns of the interruption before anything
+        queued after the dropped audio. Returns how many audio messages were dropped.
+
+        Everything queued on our side is dropped; what the client already buffered is its to
+        drop when it reads `event`. Other messages keep their order.
+        """
+        if self._closed:
+            return 0
+        kept: deque[pb.ConverseResponse | object] = deque()
+        position: int | None = None
+        for item in self._outbound:
+            if (
+                isinstance(item, pb.ConverseResponse)
+                and item.HasField("audio")
+                and item.audio.utterance_id == utterance_id
+            ):
+                if position is None:
+                    position = len(kept)
+                continue
+            kept.append(item)
+        dropped = len(self._outbound) - len(kept)
+        if position is None:
+            kept.append(event)
+        else:
+            kept.insert(position, event)
+        self._outbound = kept
+        self._ready.set()
+        return dropped
 
     async def drain_and_close(self) -> None:
-        """Waits until everything queued has been written, then stops the writer."""
+        """Waits until everything queued has been written, then stops the writer.
+
+        Bounded: a client that does not read makes the writer give up after `stall_secs`.
+        """
         if self._closed:
             return
         self._closed = True
-        self._outbound.put_nowait(_END_OF_OUTPUT)
+        self._outbound.append(_END_OF_OUTPUT)
+        self._ready.set()
         if self._writer is not None:
             try:
                 await self._writer
@@ -95,6 +186,7 @@ class GrpcCallStream:
 
     async def abort_writer(self) -> None:
         self._closed = True
+        self._outbound.clear()
         if self._writer is not None and not self._writer.done():
             self._writer.cancel()
             try:
@@ -102,13 +194,30 @@ class GrpcCallStream:
             except (asyncio.CancelledError, Exception):  # noqa: BLE001
                 pass
 
+    def _stall(self, detail: str) -> None:
+        if self.stalled:
+            return
+        self.stalled = True
+        logger.info(f"ending call: {detail}")
+        if self._on_stall is not None:
+            self._on_stall(EndRequest(EndReason.CLIENT_TIMEOUT, detail, caller_gone=True))
+
     async def _write_loop(self) -> None:
         while True:
-            item = await self._outbound.get()
+            while not self._outbound:
+                self._ready.clear()
+                await self._ready.wait()
+            item = self._outbound.popleft()
             if item is _END_OF_OUTPUT:
                 return
             try:
-                await self._context.write(item)
+                # Only a write in progress can stall: with nothing queued the writer waits on
+                # the queue, not on the client.
+                async with asyncio.timeout(self._stall_secs):
+                    await self._context.write(item)
+            except TimeoutError:
+                self._stall(f"client stopped reading for {self._stall_secs:g} s")
+                return
             except Exception as e:  # noqa: BLE001 - any write failure means the client is gone
                 logger.debug(f"write to client failed: {e}")
                 self.write_failed.set()
@@ -122,11 +231,13 @@ class GrpcStreamInput(BaseInputTransport):
         spec: AudioSpec,
         control: CallControl,
         params: TransportParams,
+        rate_guard: InputRateGuard | None = None,
     ) -> None:
         super().__init__(params)
         self._stream = stream
         self._spec = spec
         self._control = control
+        self._rate_guard = rate_guard
         self._resampler = create_stream_resampler(quality="HQ")
         self._reader: asyncio.Task[None] | None = None
 
@@ -173,6 +284,13 @@ class GrpcStreamInput(BaseInputTransport):
                 self._spec.check_chunk(request.audio.data)
             except FormatError as e:
                 return self._protocol_error(str(e))
+            if self._rate_guard is not None:
+                secs = self._spec.duration_ms(len(request.audio.data)) / 1000
+                speed = self._rate_guard.feed(time.monotonic(), secs)
+                if speed is not None:
+                    return self._protocol_error(
+                        f"audio arrives faster than real time ({speed:.1f}x)"
+                    )
             pcm = self._spec.to_pcm(request.audio.data)
             rate = self.sample_rate  # the pipeline's input rate, from the StartFrame
             if self._spec.sample_rate != rate:
@@ -261,7 +379,9 @@ class GrpcStreamOutput(BaseOutputTransport):
                     utterance, int(self._sent_ms.get(utterance, 0.0) - unplayed_ms)
                 )
             self._play_end = now
-            self._stream.send(event_to_proto(InterruptionEvent(utterance)))
+            # Audio of the utterance still queued for a slow client goes too, and the event
+            # overtakes it.
+            self._stream.interrupt(event_to_proto(InterruptionEvent(utterance)), utterance)
 
     async def write_transport_frame(self, frame: Frame) -> None:
         # Frames reach here in playback order, so a TTS context starting is exactly where the
@@ -299,15 +419,24 @@ class GrpcStreamTransport(BaseTransport):
         control: CallControl,
         utterances: UtteranceRegistry,
         max_lead_secs: float = 0.2,
+        limits: StreamLimits | None = None,
     ) -> None:
         super().__init__()
+        limits = limits or StreamLimits()
         params = TransportParams(
             audio_in_enabled=True,
             audio_out_enabled=True,
             audio_out_sample_rate=output_spec.sample_rate,
             audio_out_end_silence_secs=0,
         )
-        self._input = GrpcStreamInput(stream, input_spec, control, params)
+        # Started now: audio the client sends while the pipeline starts waits in gRPC's buffers
+        # and is read in one burst, which is our delay, not the client's speed.
+        guard = InputRateGuard(
+            limits.input_max_speed,
+            limits.input_speed_window_secs,
+            started_at=time.monotonic(),
+        )
+        self._input = GrpcStreamInput(stream, input_spec, control, params, guard)
         self._output = GrpcStreamOutput(
             stream, output_spec, utterances, params, max_lead_secs, control
         )
@@ -332,13 +461,20 @@ class GrpcStreamDoor:
         control: CallControl,
         utterances: UtteranceRegistry,
         max_lead_secs: float = 0.2,
+        limits: StreamLimits | None = None,
     ) -> None:
+        limits = limits or StreamLimits()
         self.input_spec = input_spec
         self.output_spec = output_spec
-        self.stream = GrpcCallStream(context)
+        self.stream = GrpcCallStream(
+            context,
+            on_stall=control.request_end,
+            max_queued=limits.max_queued,
+            stall_secs=limits.client_stall_secs,
+        )
         self.stream.start()
         self._transport = GrpcStreamTransport(
-            self.stream, input_spec, output_spec, control, utterances, max_lead_secs
+            self.stream, input_spec, output_spec, control, utterances, max_lead_secs, limits
         )
 
     @property
