@@ -134,6 +134,14 @@ def parent_of(pid: int) -> int:
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
 
 
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 async def calls_ended(http_port: int) -> float:
     """Calls this worker ended, whatever the reason (its own process's counter)."""
     async with (
@@ -213,7 +221,7 @@ async def test_sigterm_drains_every_worker_and_the_call_ends_with_shutdown(
     assert log.ended is not None and log.ended.reason == "shutdown", caller.summary()
     assert log.status_code == "OK"
     assert await asyncio.wait_for(served.process.wait(), 60) == 0  # 0: every worker exited 0
-    assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
+    assert not any(alive(pid) for pid in pids)
     call_id = uuid.UUID(log.of(SessionStarted)[0].session_id)
     record = await calls.get_call(database.pool, call_id)
     assert record is not None and record.status == "ended" and record.end_reason == "shutdown"
