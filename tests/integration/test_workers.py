@@ -135,11 +135,12 @@ def parent_of(pid: int) -> int:
 
 
 def alive(pid: int) -> bool:
+    """Running (a zombie whose new parent has not reaped it yet counts as gone)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
         return False
-    return True
+    return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
 async def calls_ended(http_port: int) -> float:
@@ -247,6 +248,19 @@ async def test_a_killed_worker_is_restarted(served: Served, database: Database) 
     assert "killed by SIGKILL" in served.log.read_text()
     tenant = await make_tenant(database)
     await _hangup_call(served.grpc_port, tenant.key, database)  # still one gateway, still serving
+
+
+async def test_workers_drain_and_exit_when_the_parent_is_killed(served: Served) -> None:
+    pids = await worker_pids(served)
+    assert pids is not None
+    served.process.kill()  # SIGKILL: nothing is forwarded, only the socketpair closes
+    await served.process.wait()
+
+    async def all_gone() -> bool:
+        return not any(alive(pid) for pid in pids)
+
+    await poll(all_gone, "waiting for the orphaned workers to exit", timeout=30)
+    assert served.log.read_text().count("supervisor gone: shutting down") == WORKERS
 
 
 async def test_workers_that_cannot_start_make_the_parent_give_up(
