@@ -225,8 +225,13 @@ class Supervisor:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)
         reader, writer = await asyncio.open_connection(sock=ours)
+        exited = asyncio.ensure_future(process.wait())
         try:
-            ready = _parse_ready(slot.index, await reader.readline())
+            # Its report, or its exit: EOF alone could wait on a grandchild holding the socket.
+            report = asyncio.ensure_future(reader.readline())
+            await asyncio.wait((report, exited), return_when=asyncio.FIRST_COMPLETED)
+            ready = _parse_ready(slot.index, report.result()) if report.done() else None
+            report.cancel()
             if ready is not None:
                 slot.ready = ready
                 logger.info(
@@ -234,8 +239,9 @@ class Supervisor:
                     f"grpc={ready.grpc_port} http={ready.http_port}"
                 )
                 self._maybe_all_ready()
-            code = await process.wait()
+            code = await exited
         finally:
+            exited.cancel()  # only if we are cancelled ourselves
             writer.close()  # the worker reads EOF: only matters if it still runs
         slot.process = None
         return code, ready
@@ -286,7 +292,12 @@ async def supervise_async(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
 
-    ports = plan_ports(settings)
+    try:
+        ports = plan_ports(settings)
+    except ValueError as exc:
+        from gateway.cli import CliError
+
+        raise CliError(str(exc)) from None  # a configuration mistake: one line, exit 1
     settings.resolved_key_pepper()  # fail here, not N times; creates the pepper file once
     database: Database | None = None
     database_url: str | None = None
