@@ -26,6 +26,7 @@ from voicegw_client import SessionStarted, VoiceClient
 from gateway.config import Settings
 from gateway.db import Database
 from gateway.storage import calls
+from gateway.storage.embedded import EmbeddedPostgres, default_base_dir
 from gateway.workers import PortPlan, plan_ports, worker_env
 from tests.conftest import TEST_PEPPER
 from tests.integration.caller import ScriptedCaller
@@ -143,6 +144,15 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
 
 
+def environ_of(pid: int) -> dict[str, str]:
+    entries = Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0")
+    return dict(entry.split("=", 1) for entry in entries if "=" in entry)
+
+
+def postgres_running(pgdata: Path) -> bool:
+    return (pgdata / "postmaster.pid").exists()  # removed when the server stops
+
+
 async def calls_ended(http_port: int) -> float:
     """Calls this worker ended, whatever the reason (its own process's counter)."""
     async with (
@@ -174,7 +184,7 @@ async def served(database: Database, tmp_path: Path) -> AsyncIterator[Served]:
             await asyncio.wait_for(process.wait(), 60)
 
 
-async def _hangup_call(port: int, key: str, database: Database) -> None:
+async def _hangup_call(port: int, key: str, database: Database | None) -> None:
     """One call on its own channel: greeting heard, hang up, ended and stored as a hangup."""
     async with VoiceClient(f"127.0.0.1:{port}", key) as client:
         caller = await ScriptedCaller(client, "secretary").start()
@@ -184,8 +194,10 @@ async def _hangup_call(port: int, key: str, database: Database) -> None:
         await caller.close()
     assert log.ended is not None and log.ended.reason == "caller_hangup", caller.summary()
     assert log.status_code == "OK"
-    record = await calls.get_call(database.pool, uuid.UUID(log.of(SessionStarted)[0].session_id))
-    assert record is not None and record.status == "ended"
+    if database is not None:
+        call_id = uuid.UUID(log.of(SessionStarted)[0].session_id)
+        record = await calls.get_call(database.pool, call_id)
+        assert record is not None and record.status == "ended"
 
 
 async def test_workers_are_children_sharing_the_port_and_serve_calls(
@@ -279,6 +291,54 @@ async def test_workers_that_cannot_start_make_the_parent_give_up(
                 process.kill()
     assert code == 1
     assert "times in a row while starting" in (tmp_path / "serve.log").read_text()
+
+
+async def test_dev_workers_share_the_parents_embedded_database(tmp_path: Path) -> None:
+    # No DATABASE_URL: the parent starts the embedded server (its own data directory here, under
+    # the world-traversable base the development server uses) and hands the workers its URL.
+    pgdata = default_base_dir() / f"tests-workers-{uuid.uuid4().hex[:8]}" / "pgdata"
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "VOICEGW_DATABASE_URL")}
+    env |= {
+        "VOICEGW_STATE_DIR": str(tmp_path / "state"),
+        "VOICEGW_PG_DATA_DIR": str(pgdata),
+        "VOICEGW_STT_WORKERS": "1",
+        "VOICEGW_SHUTDOWN_GRACE_SECS": "1",
+        "VOICEGW_WORKERS": str(WORKERS),
+    }
+    grpc_port, base = free_port(), _free_http_base(WORKERS)
+    process = await asyncio.create_subprocess_exec(
+        VOICEGW,
+        "dev",
+        "--host",
+        "127.0.0.1",
+        "--grpc-port",
+        str(grpc_port),
+        "--http-port",
+        str(base),
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=open(tmp_path / "dev.log", "wb"),
+    )
+    served = Served(process, grpc_port, [base + i for i in range(WORKERS)], tmp_path / "dev.log")
+    try:
+        pids = await poll(lambda: worker_pids(served), "while starting", process, timeout=120)
+        assert process.stdout is not None
+        banner = (await asyncio.wait_for(process.stdout.readuntil(b"Ctrl-C"), 30)).decode()
+        assert f"localhost:{grpc_port}" in banner and f"localhost:{base + 1}/metrics" in banner
+        for pid in pids:
+            assert parent_of(pid) == process.pid
+            url = environ_of(pid)["DATABASE_URL"]
+            assert "host=" in url and url.endswith("port=5432")  # the embedded server's socket
+        key = (tmp_path / "state" / "dev-api-key").read_text().strip()
+        await _hangup_call(grpc_port, key, None)  # the default organisation, made once
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 60) == 0
+        assert not postgres_running(pgdata)  # the parent stopped it on its way out
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        await asyncio.to_thread(EmbeddedPostgres(pgdata).remove)
 
 
 # -- the plan, without processes ---------------------------------------------------------------
