@@ -3,7 +3,8 @@
 Calls go through the shared port on one channel each, as the SDK does, and the kernel spreads the
 connections over the workers (each worker's /metrics counts its own calls). SIGTERM to the parent
 drains every worker (a call in progress ends with `shutdown` and is stored); a worker killed with
-SIGKILL is restarted; workers that cannot start make the parent give up with a non-zero exit.
+SIGKILL is restarted; workers exit when the parent is killed; workers that cannot start make the
+parent give up with a non-zero exit; and without DATABASE_URL the parent runs the embedded server.
 """
 
 from __future__ import annotations
