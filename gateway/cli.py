@@ -87,7 +87,15 @@ def _build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--http-port", type=int)
         sub.add_argument("--tls-cert", type=Path)
         sub.add_argument("--tls-key", type=Path)
+        sub.add_argument(
+            "--workers",
+            type=_positive,
+            metavar="N",
+            help="gateway processes sharing the gRPC port; worker i serves HTTP on http-port + i",
+        )
         sub.set_defaults(handler=handler, long_running=True)
+        if name == "serve":  # set by the parent of `--workers N` for each worker it starts
+            sub.add_argument("--supervisor-fd", type=int, help=argparse.SUPPRESS)
 
     talk = commands.add_parser(
         "talk", help="talk to an agent (options: voicegw talk --help)", add_help=False
@@ -171,7 +179,7 @@ def serve_settings(args: argparse.Namespace) -> Settings:
         bare = args.host.strip("[]")
         overrides["grpc_host"] = f"[{bare}]" if ":" in bare else bare  # gRPC wants [v6]
         overrides["http_host"] = bare
-    for flag in ("grpc_port", "http_port", "tls_cert", "tls_key"):
+    for flag in ("grpc_port", "http_port", "tls_cert", "tls_key", "workers"):
         if getattr(args, flag) is not None:
             overrides[flag] = getattr(args, flag)
     return Settings.load(args.config, **overrides)
@@ -219,7 +227,10 @@ async def _await(awaitable: Awaitable[Any]) -> Any:
 
 
 def _cmd_serve(args: argparse.Namespace, _: list[str]) -> int:
-    # Looked up at run time: the server (and its Pipecat imports) load only for `serve`.
+    # Looked up at run time: the server (and its Pipecat imports) load only for `serve`, and
+    # not in the parent of several workers, which serves nothing.
+    if getattr(args, "supervisor_fd", None) is None and serve_settings(args).workers > 1:
+        return _run_entry(importlib.import_module("gateway.workers").main_supervise, args)
     return _run_entry(importlib.import_module("gateway.server").main_serve, args)
 
 
@@ -276,6 +287,17 @@ def _cmd_org_create(args: argparse.Namespace, _: list[str]) -> int:
 
 
 _DEFAULT_LIMIT = "default"
+
+
+def _positive(text: str) -> int:
+    """argparse type: an integer >= 1 (a usage error otherwise, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
 
 
 def _call_limit(text: str) -> int | str:

@@ -112,6 +112,9 @@ class Settings(BaseSettings):
     log_level: LogLevel = "INFO"
     log_json: bool = True
 
+    # Gateway processes sharing the gRPC port on this machine (`serve --workers N`): one Python
+    # process saturates a core long before the machine does. Worker i serves HTTP on http_port + i.
+    workers: int = Field(default=1, ge=1, le=256)
     stt_workers: int = Field(default_factory=_default_workers, ge=1)
     # Admission (DESIGN §4): calls this process holds at once, and calls one organisation may
     # hold at once on this process unless its `max_concurrent_calls` says otherwise.

@@ -10,16 +10,19 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
 from gateway.auth import ApiKeyStore
 from gateway.config import Settings
 from gateway.db import Database
-from gateway.server import Gateway, run_until_signalled
 from gateway.storage import agents, orgs
 from pipelines.agent_config import AgentConfig
+
+if TYPE_CHECKING:
+    from gateway.server import Gateway
+    from gateway.workers import WorkerReady
 
 DEFAULT_ORG = "default"
 DEFAULT_AGENT = "secretary"
@@ -55,7 +58,26 @@ async def ensure_dev_key(db: Database, settings: Settings, org_id: Any) -> tuple
     return path, True
 
 
+def _banner(grpc_port: int, http_ports: list[int], key_path: Path, created: bool) -> str:
+    state = "wrote a new" if created else "reusing the"
+    metrics = ", ".join(f"http://localhost:{port}/metrics" for port in http_ports)
+    workers = f" ({len(http_ports)} workers, one metrics port each)" if len(http_ports) > 1 else ""
+    return (
+        f"\nvoicegw is running (offline secretary agent){workers}.\n"
+        f"  gRPC:     localhost:{grpc_port}\n"
+        f"  metrics:  {metrics}\n"
+        f"  API key:  {state} development key in {key_path}\n"
+        f"  talk:     .venv/bin/voicegw talk --target localhost:{grpc_port} "
+        f'--api-key "$(cat {key_path})" --agent {DEFAULT_AGENT} --wav question.wav '
+        f"--out answer.wav\n"
+        f"Press Ctrl-C to stop.\n"
+    )
+
+
 async def _dev(settings: Settings) -> None:
+    # Imported here: the parent of several workers serves nothing and needs no gRPC or Pipecat.
+    from gateway.server import Gateway, run_until_signalled
+
     database = await Database.open(settings)
     try:
         await database.migrate()
@@ -64,22 +86,28 @@ async def _dev(settings: Settings) -> None:
         gateway = Gateway(settings, database=database)
 
         def announce(running: Gateway) -> None:
-            state = "wrote a new" if created else "reusing the"
-            print(
-                f"\nvoicegw is running (offline secretary agent).\n"
-                f"  gRPC:     localhost:{running.grpc_port}\n"
-                f"  metrics:  http://localhost:{running.http_port}/metrics\n"
-                f"  API key:  {state} development key in {key_path}\n"
-                f"  talk:     .venv/bin/voicegw talk --target localhost:{running.grpc_port} "
-                f'--api-key "$(cat {key_path})" --agent {DEFAULT_AGENT} --wav question.wav '
-                f"--out answer.wav\n"
-                f"Press Ctrl-C to stop.\n",
-                flush=True,
-            )
+            print(_banner(running.grpc_port, [running.http_port], key_path, created), flush=True)
 
         await run_until_signalled(gateway, announce)
     finally:
         await database.close()
+
+
+def _dev_workers(args: Any, settings: Settings) -> int:
+    """The development setup once, in the parent; the workers are plain `serve` processes."""
+    from gateway.workers import supervise_async
+
+    key: list[tuple[Path, bool]] = []
+
+    async def prepare(database: Database) -> None:
+        org = await ensure_default_tenant(database)
+        key.append(await ensure_dev_key(database, settings, org.id))
+
+    def announce(ready: list[WorkerReady]) -> None:
+        ports = [r.http_port for r in ready]
+        print(_banner(ready[0].grpc_port, ports, *key[0]), flush=True)
+
+    return asyncio.run(supervise_async(args, settings, prepare, announce))
 
 
 def main_dev(args: Any) -> int:
@@ -88,5 +116,7 @@ def main_dev(args: Any) -> int:
 
     settings = serve_settings(args)
     configure_logging(settings.log_level, json=settings.log_json)
+    if settings.workers > 1:
+        return _dev_workers(args, settings)
     asyncio.run(_dev(settings))
     return 0

@@ -7,6 +7,7 @@ ports, so tests exercise exactly the production wiring.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -78,8 +79,10 @@ class Gateway:
         self._server = grpc.aio.server(
             interceptors=[ApiKeyInterceptor(keys.verify)],
             options=[
-                # One process owns its port unless several workers share it on purpose (§8).
-                ("grpc.so_reuseport", 0),
+                # One process owns its port unless several workers share it on purpose (§8):
+                # grpcio sets SO_REUSEPORT by default, so a second `voicegw serve` on the same
+                # port would silently take half the connections instead of failing to start.
+                ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
                 ("grpc.keepalive_time_ms", 20_000),
                 ("grpc.keepalive_timeout_ms", 5_000),
                 ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
@@ -116,7 +119,9 @@ class Gateway:
             if self.sessions is None or self.sessions.draining:
                 state = ServingState.DRAINING
             status = 200 if state is ServingState.SERVING else 503
-            return web.json_response({"status": state.value}, status=status)
+            # The pid tells apart workers sharing a machine (`--workers N`), e.g. after a restart.
+            body = {"status": state.value, "pid": os.getpid()}
+            return web.json_response(body, status=status)
 
         app = web.Application()
         app.router.add_get("/metrics", metrics_handler)
@@ -150,10 +155,12 @@ def _read_tls(key_path: str | Path, cert_path: str | Path) -> tuple[bytes, bytes
 
 
 async def run_until_signalled(
-    gateway: Gateway, on_ready: Callable[[Gateway], None] | None = None
+    gateway: Gateway,
+    on_ready: Callable[[Gateway], None] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> None:
-    """Serves until SIGTERM/SIGINT, then shuts down gracefully."""
-    stop = asyncio.Event()
+    """Serves until SIGTERM/SIGINT (or until `stop` is set), then shuts down gracefully."""
+    stop = asyncio.Event() if stop is None else stop
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -174,5 +181,9 @@ def main_serve(args: Any) -> int:
 
     settings = serve_settings(args)
     configure_logging(settings.log_level, json=settings.log_json)
+    if getattr(args, "supervisor_fd", None) is not None:
+        from gateway.workers import run_worker
+
+        return run_worker(Gateway(settings), args.supervisor_fd)
     asyncio.run(run_until_signalled(Gateway(settings)))
     return 0

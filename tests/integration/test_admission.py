@@ -8,6 +8,7 @@ held calls send nothing after their config, and must stay up until the test hang
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -85,11 +86,14 @@ async def wait_for_health(
 
 
 async def healthz(gateway: Gateway) -> tuple[int, Any]:
+    """(status, body without the pid); the pid is checked to be this process's."""
     async with (
         aiohttp.ClientSession() as http,
         http.get(f"http://127.0.0.1:{gateway.http_port}/healthz") as response,
     ):
-        return response.status, await response.json()
+        body = await response.json()
+    assert body.pop("pid") == os.getpid()
+    return response.status, body
 
 
 async def test_full_gateway_refuses_with_capacity_and_is_not_serving_until_a_call_ends(

@@ -131,7 +131,16 @@ async def test_failures_are_one_line_with_exit_code_1(env, capsys) -> None:
 
 @pytest.mark.parametrize(
     "argv",
-    [[], ["apikey"], ["apikey", "create"], ["org", "create"], ["migrate", "--bogus"], ["nope"]],
+    [
+        [],
+        ["apikey"],
+        ["apikey", "create"],
+        ["org", "create"],
+        ["migrate", "--bogus"],
+        ["nope"],
+        ["serve", "--workers", "0"],
+        ["dev", "--workers", "two"],
+    ],
 )
 async def test_usage_errors_exit_2(argv: list[str], capsys) -> None:
     code, _, err = await run(capsys, *argv)
@@ -250,3 +259,27 @@ def test_serve_flags_override_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = serve_settings(args)
     assert (settings.grpc_host, settings.http_host) == ("[::1]", "::1")
     assert (settings.grpc_port, settings.http_port) == (7000, 0)
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+async def test_serve_with_workers_runs_the_supervisor_not_a_gateway(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], how: str
+) -> None:
+    received: list[Any] = []
+
+    async def entry(args: Any) -> int:
+        received.append(args)
+        return 0
+
+    fake = types.ModuleType("gateway.workers")
+    fake.main_supervise = entry  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "gateway.workers", fake)
+    monkeypatch.setitem(sys.modules, "gateway.server", types.ModuleType("gateway.server"))
+    argv = ["serve", "--workers", "3"] if how == "flag" else ["serve"]
+    if how == "env":
+        monkeypatch.setenv("VOICEGW_WORKERS", "3")
+    code, _, _ = await run(capsys, *argv)
+    assert code == 0 and len(received) == 1
+    from gateway.cli import serve_settings
+
+    assert serve_settings(received[0]).workers == 3

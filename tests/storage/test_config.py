@@ -77,3 +77,11 @@ def test_admission_and_watchdog_settings(monkeypatch: pytest.MonkeyPatch) -> Non
     for bad in ({"org_max_calls": 0}, {"end_graceful_timeout_secs": 0}):
         with pytest.raises(ValidationError):
             Settings(**bad)
+
+
+def test_workers_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().workers == 1  # one process owns its port unless asked otherwise
+    monkeypatch.setenv("VOICEGW_WORKERS", "4")
+    assert Settings().workers == 4
+    with pytest.raises(ValidationError):
+        Settings(workers=0)
