@@ -221,6 +221,7 @@ class Row:
     acoustic_end: list[float]
     vad_to_int: list[float]
     onset_to_int: list[float]
+    onset_by_phrase: dict[str, list[float]]  # the same, per barge-in phrase (voice: text)
     barge_ins: int
     stale_chunks: int
     stale_barge_ins: int
@@ -288,6 +289,7 @@ def measure(
         vad.setdefault(call_id, []).append((kind, t))
 
     added, acoustic, vad_to_int, onset_to_int, errors = [], [], [], [], []
+    onset_by_phrase: dict[str, list[float]] = {}
     stale_chunks = stale_barge = barge_total = underruns = 0
     for call in report["calls"]:
         errors += [f"call {call['index']}: {e}" for e in call["errors"]]
@@ -305,6 +307,8 @@ def measure(
             barge_total += 1
             stale_barge += b["stale_chunks"] > 0
             onset_to_int.append(b["interruption"] - b["onset"])
+            phrase = b["phrase"].split(": ", 1)[-1]
+            onset_by_phrase.setdefault(phrase, []).append(b["interruption"] - b["onset"])
             starts = [t for k, t in events if k == "start" and b["onset"] < t <= b["interruption"]]
             if starts:
                 vad_to_int.append(b["interruption"] - starts[-1])
@@ -340,6 +344,7 @@ def measure(
         acoustic_end=acoustic,
         vad_to_int=vad_to_int,
         onset_to_int=onset_to_int,
+        onset_by_phrase=onset_by_phrase,
         barge_ins=barge_total,
         stale_chunks=stale_chunks,
         stale_barge_ins=stale_barge,
@@ -561,6 +566,21 @@ def write_doc(
         lines.append(
             f"| {r.n} | " + " | ".join(f"{r.threads.get(g, 0.0):.0f}%" for g in groups) + " |"
         )
+    phrases = sorted({p for r in rows for p in r.onset_by_phrase})
+    lines += [
+        "",
+        "Acoustic onset → `interruption` by barge-in phrase (all voices), p50 / max ms: the VAD "
+        "needs `vad_start_secs` of continuous speech, so how a phrase begins decides most of it:",
+        "",
+        "| N | " + " | ".join(f"“{p}”" for p in phrases) + " |",
+        "|---|" + "---|" * len(phrases),
+    ]
+    for r in rows:
+        cells = []
+        for p in phrases:
+            values = r.onset_by_phrase.get(p, [])
+            cells.append(f"{ms(pct(values, 50))} / {ms(max(values) if values else math.nan)}")
+        lines.append(f"| {r.n} | " + " | ".join(cells) + " |")
     lines += [
         "",
         "Silero VAD (one model shared by all calls, windows ready together scored in one run):",
