@@ -13,7 +13,7 @@ import sys
 
 BENCHMARKS = ("tests.engines.bench_engines", "tests.engines.bench_recognition")
 CALLS = "tests.bench.calls"
-CALLS_DEFAULT_ARGS = ["--n", "1,10,25,50", "--write"]
+CALLS_DEFAULT_ARGS = ["--n", "1,5,10,15,25,50", "--all", "--write"]
 
 
 def main() -> int:
