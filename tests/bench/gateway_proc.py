@@ -101,6 +101,7 @@ async def _serve(args: argparse.Namespace, out: TextIO) -> None:
         state_dir=Path(args.state_dir),
         key_pepper=BENCH_PEPPER,
         max_sessions=args.max_sessions,
+        org_max_calls=args.max_sessions,
         log_level=args.log_level,
     )
     database = await Database.open(settings, database=BENCH_DATABASE)
@@ -193,7 +194,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cpu", type=int, default=None, help="pin the process to this CPU")
     parser.add_argument("--log-level", default="INFO")
-    parser.add_argument("--max-sessions", type=int, default=1000)
+    parser.add_argument("--max-sessions", type=int, default=1000, help="and per-org limit")
     parser.add_argument("--state-dir", default=str(REPO / ".voicegw" / "bench"))
     parser.add_argument(
         "--vad-start-secs",
