@@ -618,10 +618,12 @@ def write_doc(
         "",
         "## How to run",
         "",
-        "`make bench` runs the engine benchmarks and this one (N = 1, 10, 25, 50, stopping "
-        "once the aims are clearly missed) and rewrites this file. Alone: "
-        "`.venv/bin/python -m tests.bench.calls --n 1,10,25,50 --write [--profile 10]`. "
-        "Run it on an otherwise idle machine with at least 2 CPUs.",
+        "`make bench` runs the engine benchmarks and this one (N = 1, 5, 10, 15, 25, 50, every "
+        "N even past the aims) and rewrites this file; `make bench BENCH_ARGS=--calls-only` "
+        "skips the engine benchmarks (~7 minutes). Alone: `.venv/bin/python -m "
+        "tests.bench.calls --n 1,10,25,50 --write [--all] [--profile 10] "
+        "[--gateway-arg=--vad-start-secs=0.1]` (without `--all` it stops once the aims are "
+        "clearly missed). Run it on an otherwise idle machine with at least 2 CPUs.",
         "",
     ]
     DOC.write_text("\n".join(lines))
