@@ -117,11 +117,11 @@ class Settings(BaseSettings):
     workers: int = Field(default=1, ge=1, le=256)
     stt_workers: int = Field(default_factory=_default_workers, ge=1)
     # Admission (DESIGN §4): calls this process holds at once, and calls one organisation may
-    # hold at once on this process unless its `max_concurrent_calls` says otherwise. 10 is from
-    # `make bench` (docs/PERFORMANCE.md): one process met the latency aims at 5-10 calls and
-    # saturated its core at 15; run one worker per core for more.
-    max_sessions: int = Field(default=10, ge=1)
-    org_max_calls: int = Field(default=10, ge=1)
+    # hold at once on this process unless its `max_concurrent_calls` says otherwise. 8 is from
+    # `make bench` (docs/PERFORMANCE.md): one process met the latency aims at 5 calls, missed
+    # p99 at 10 in most runs and saturated its core at 15; run one worker per core for more.
+    max_sessions: int = Field(default=8, ge=1)
+    org_max_calls: int = Field(default=8, ge=1)
     shutdown_grace_secs: float = Field(default=10.0, ge=0)
     # A call with no message from its client for this long ends with client_timeout: a frozen
     # or vanished client must not keep a call (or a bill) open.

@@ -20,7 +20,7 @@ def test_defaults() -> None:
     settings = Settings()
     assert (settings.grpc_host, settings.grpc_port, settings.http_port) == ("[::]", 50051, 8080)
     assert settings.database_dsn() is None and settings.log_json is True
-    assert settings.max_sessions == 10 and settings.shutdown_grace_secs == 10
+    assert settings.max_sessions == 8 and settings.shutdown_grace_secs == 10
     assert settings.stt_workers >= 1 and settings.state_dir == Path(".voicegw")
 
 
@@ -68,7 +68,7 @@ def test_unknown_keys_and_bad_values_are_errors(tmp_path: Path) -> None:
 
 def test_admission_and_watchdog_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = Settings()
-    assert (settings.org_max_calls, settings.max_sessions) == (10, 10)
+    assert (settings.org_max_calls, settings.max_sessions) == (8, 8)
     assert (settings.end_graceful_timeout_secs, settings.end_cancel_timeout_secs) == (30, 5)
     monkeypatch.setenv("VOICEGW_ORG_MAX_CALLS", "3")
     monkeypatch.setenv("VOICEGW_END_CANCEL_TIMEOUT_SECS", "0.5")
