@@ -126,29 +126,40 @@ class Ledger:
         self._db = db
         self.clock: Clock = clock or SystemClock()
 
+    @property
+    def db(self) -> Queryable:
+        return self._db
+
     # Accounts ---------------------------------------------------------------------------------
 
     async def customer_account(
-        self, org_id: uuid.UUID, currency: str = DEFAULT_CURRENCY
+        self, org_id: uuid.UUID, currency: str = DEFAULT_CURRENCY, *, db: Queryable = None
     ) -> Account:
-        """The organisation's account in `currency`, created empty on first use."""
-        return await self._get_or_create(org_id, "customer", currency)
+        """The organisation's account in `currency`, created empty on first use.
+
+        `db` is the caller's connection when inside its transaction: taking a second pool
+        connection there can starve the pool while others wait on the caller's row locks.
+        """
+        return await self._get_or_create(org_id, "customer", currency, db)
 
     async def system_account(
-        self, kind: SystemAccountKind, currency: str = DEFAULT_CURRENCY
+        self, kind: SystemAccountKind, currency: str = DEFAULT_CURRENCY, *, db: Queryable = None
     ) -> Account:
-        return await self._get_or_create(None, kind, currency)
+        return await self._get_or_create(None, kind, currency, db)
 
-    async def account(self, account_id: uuid.UUID) -> Account:
-        row = await self._db.fetchrow(
+    async def account(self, account_id: uuid.UUID, *, db: Queryable = None) -> Account:
+        row = await (db or self._db).fetchrow(
             f"SELECT {_ACCOUNT} FROM billing_accounts WHERE id = $1", account_id
         )
         if row is None:
             raise LedgerError(f"no billing account {account_id}")
         return _account(row)
 
-    async def _get_or_create(self, org_id: uuid.UUID | None, kind: str, currency: str) -> Account:
-        row = await self._db.fetchrow(
+    async def _get_or_create(
+        self, org_id: uuid.UUID | None, kind: str, currency: str, db: Queryable = None
+    ) -> Account:
+        db = db or self._db
+        row = await db.fetchrow(
             f"""INSERT INTO billing_accounts (org_id, kind, currency, created_at)
                 VALUES ($1, $2, $3, $4)
                 ON CONFLICT (org_id, kind, currency) DO NOTHING
@@ -159,7 +170,7 @@ class Ledger:
             self.clock.now(),
         )
         if row is None:
-            row = await self._db.fetchrow(
+            row = await db.fetchrow(
                 f"""SELECT {_ACCOUNT} FROM billing_accounts
                     WHERE org_id IS NOT DISTINCT FROM $1 AND kind = $2 AND currency = $3""",
                 org_id,
@@ -190,9 +201,9 @@ class Ledger:
             raise LedgerError("a transaction's legs must sum to zero")
         digest = request_hash(request)
         async with transaction(self._db) as conn:
-            return await self._post_in(conn, org_id, kind, key, digest, legs, result or {})
+            return await self.post_in(conn, org_id, kind, key, digest, legs, result or {})
 
-    async def _post_in(
+    async def post_in(
         self,
         conn: Any,
         org_id: uuid.UUID | None,
@@ -202,6 +213,7 @@ class Ledger:
         legs: list[tuple[uuid.UUID, int]],
         result: dict[str, Any],
     ) -> Posted:
+        """`post` inside the caller's transaction `conn` (with `digest` already computed)."""
         now = self.clock.now()
         tx_id = await conn.fetchval(
             """INSERT INTO billing_transactions
@@ -300,10 +312,10 @@ class Ledger:
             raise LedgerError("a capture cannot be negative")
         async with transaction(self._db) as conn:
             hold = await self._resolve(conn, hold_id, "captured", amount_minor)
-            account = await self.account(hold.account_id)
+            account = await self.account(hold.account_id, db=conn)
             if amount_minor:
-                revenue = await self._get_or_create(None, "revenue", account.currency)
-                await self._post_in(
+                revenue = await self._get_or_create(None, "revenue", account.currency, conn)
+                await self.post_in(
                     conn,
                     account.org_id,
                     "capture",
