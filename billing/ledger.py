@@ -311,20 +311,77 @@ class Ledger:
         if amount_minor < 0:
             raise LedgerError("a capture cannot be negative")
         async with transaction(self._db) as conn:
-            hold = await self._resolve(conn, hold_id, "captured", amount_minor)
-            account = await self.account(hold.account_id, db=conn)
-            if amount_minor:
-                revenue = await self._get_or_create(None, "revenue", account.currency, conn)
-                await self.post_in(
-                    conn,
-                    account.org_id,
-                    "capture",
-                    str(hold_id),
-                    request_hash({"hold": str(hold_id), "amount": amount_minor}),
-                    [(account.id, -amount_minor), (revenue.id, amount_minor)],
-                    {"hold_id": str(hold_id), "captured_minor": amount_minor},
+            return await self._settle(conn, hold_id, "captured", amount_minor)
+
+    async def _settle(self, conn: Any, hold_id: uuid.UUID, status: str, amount_minor: int) -> Hold:
+        hold = await self._resolve(conn, hold_id, status, amount_minor)
+        account = await self.account(hold.account_id, db=conn)
+        if amount_minor:
+            revenue = await self._get_or_create(None, "revenue", account.currency, conn)
+            await self.post_in(
+                conn,
+                account.org_id,
+                "capture",
+                str(hold_id),
+                request_hash({"hold": str(hold_id), "amount": amount_minor}),
+                [(account.id, -amount_minor), (revenue.id, amount_minor)],
+                {"hold_id": str(hold_id), "captured_minor": amount_minor, "status": status},
+            )
+        return hold
+
+    async def heartbeat(self, hold_id: uuid.UUID, usage_minor: int) -> bool:
+        """Records that the call is alive and has used `usage_minor` of its hold so far.
+
+        False when the hold is no longer pending (the sweeper already settled it): the call
+        must not go on spending it.
+        """
+        status = await self._db.execute(
+            """UPDATE billing_holds
+               SET heartbeat_at = $3, usage_minor = GREATEST(usage_minor, $2)
+               WHERE id = $1 AND status = 'pending' AND $2 <= amount_minor""",
+            hold_id,
+            usage_minor,
+            self.clock.now(),
+        )
+        if status == "UPDATE 1":
+            return True
+        row = await self._db.fetchrow(
+            "SELECT status, amount_minor FROM billing_holds WHERE id = $1", hold_id
+        )
+        if row is None:
+            raise LedgerError(f"no hold {hold_id}")
+        if row["status"] == "pending":
+            raise LedgerError(f"usage {usage_minor} exceeds the hold of {row['amount_minor']}")
+        return False
+
+    async def sweep(self, ttl: timedelta) -> int:
+        """Settles the pending holds whose last heartbeat is older than `ttl`: each is charged
+        its last reported usage and released (status `expired`). Returns how many.
+
+        A function, not a background loop, so tests (and an operator) can run it at will; the
+        gateway calls it periodically. A call that is still alive heartbeats well within `ttl`.
+        """
+        cutoff = self.clock.now() - ttl
+        ids = await self._db.fetch(
+            """SELECT id FROM billing_holds
+               WHERE status = 'pending' AND heartbeat_at < $1 ORDER BY heartbeat_at""",
+            cutoff,
+        )
+        settled = 0
+        for row in ids:
+            async with transaction(self._db) as conn:
+                hold = await conn.fetchrow(
+                    """SELECT usage_minor FROM billing_holds
+                       WHERE id = $1 AND status = 'pending' AND heartbeat_at < $2
+                       FOR UPDATE""",
+                    row["id"],
+                    cutoff,
                 )
-            return hold
+                if hold is None:
+                    continue  # it heartbeated or was finalized meanwhile
+                await self._settle(conn, row["id"], "expired", hold["usage_minor"])
+                settled += 1
+        return settled
 
     async def void(self, hold_id: uuid.UUID) -> Hold:
         """Releases a hold without charging anything, exactly once."""

@@ -212,3 +212,38 @@ async def test_the_database_refuses_unbalanced_or_edited_entries(database: Datab
             await conn.execute(
                 "UPDATE billing_entries SET amount_minor = 1 WHERE account_id = $1", account
             )
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.moment = datetime(2026, 7, 1, 12, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self.moment
+
+
+async def test_sweeper_charges_a_silent_call_its_last_usage_and_a_late_finalize_cannot(
+    database: Database,
+) -> None:
+    clock = FakeClock()
+    ledger = Ledger(database.pool, clock)
+    account = await _funded(ledger, database, 1000)
+    crashed = await ledger.authorize(account, 600, ttl=TTL, call_id=uuid.uuid4())
+    alive = await ledger.authorize(account, 300, ttl=TTL, call_id=uuid.uuid4())
+    assert await ledger.heartbeat(crashed.id, 100)
+    clock.moment += timedelta(seconds=30)
+    assert await ledger.heartbeat(crashed.id, 250)  # its last word
+    clock.moment += timedelta(seconds=90)
+    assert await ledger.heartbeat(alive.id, 40)
+    assert await ledger.sweep(timedelta(seconds=60)) == 1
+
+    balance = await ledger.account(account)
+    assert (balance.posted_minor, balance.held_minor) == (750, 300)
+    with pytest.raises(HoldNotPending, match="expired"):
+        await ledger.capture(crashed.id, 400)
+    assert not await ledger.heartbeat(crashed.id, 300)
+    assert await ledger.sweep(timedelta(seconds=60)) == 0
+    await ledger.capture(alive.id, 40)
+    balance = await ledger.account(account)
+    assert (balance.posted_minor, balance.held_minor) == (710, 0)
+    await _assert_entries_match_balances(database)
