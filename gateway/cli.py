@@ -302,15 +302,7 @@ def _positive(text: str) -> int:
 
 def _call_limit(text: str) -> int | str:
     """argparse type: a positive integer, or 'default' (a usage error otherwise, exit 2)."""
-    if text == _DEFAULT_LIMIT:
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'default', not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("a call limit must be at least 1")
-    return value
+    return text if text == _DEFAULT_LIMIT else _positive(text)
 
 
 def _cmd_org_limit(args: argparse.Namespace, _: list[str]) -> int:

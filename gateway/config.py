@@ -134,7 +134,7 @@ class Settings(BaseSettings):
     # Caller audio faster than this many times real time over the window (plus 0.5 s of slack
     # for jitter and up to 3 s of catch-up after falling behind) ends the call with
     # INVALID_ARGUMENT: nobody speaks faster than time passes, and such input costs CPU and
-    # billed transcription (transports/rate_guard.py).
+    # billed transcription (gateway/rate_guard.py).
     input_max_speed: float = Field(default=1.5, ge=1.0)
     input_speed_window_secs: float = Field(default=2.0, gt=0)
     # A client that has not taken a response for this long while we have one for it ends with

@@ -29,6 +29,7 @@ from gateway.db import Database
 from gateway.grpc_auth import ApiKeyInterceptor
 from gateway.health import GatewayHealth, ServingState
 from gateway.loop_monitor import LoopLagMonitor
+from gateway.session import SessionPolicy
 from gateway.sessions import SessionManager
 from gateway.voice_service import VoiceService, stream_limits
 from pipelines.builder import Engines, OfflineEngines
@@ -70,9 +71,7 @@ class Gateway:
             agents=PgAgentDirectory(pool),
             max_sessions=settings.max_sessions,
             org_max_calls=settings.org_max_calls,
-            inbound_timeout_secs=settings.inbound_timeout_secs,
-            end_graceful_timeout_secs=settings.end_graceful_timeout_secs,
-            end_cancel_timeout_secs=settings.end_cancel_timeout_secs,
+            policy=SessionPolicy.from_settings(settings),
             on_load=self.health.on_load,
         )
         keys = ApiKeyStore(pool, settings.resolved_key_pepper())

@@ -25,7 +25,9 @@ from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.workers.runner import WorkerRunner
 
 from gateway import metrics
+from gateway.config import Settings
 from gateway.logs import call_context, mask_phone
+from gateway.rate_guard import DEFAULT_MAX_SPEED, DEFAULT_WINDOW_SECS, InputRateGuard
 from pipelines.agent_config import AgentConfig
 from pipelines.builder import Engines, build_call_pipeline
 from pipelines.recorder import CallRecorder, RecordedMessage, TurnRecord
@@ -45,6 +47,31 @@ from transports.events import (
 # waiting, a processor blocked on a lost reply) is abandoned after this: the call is stored and
 # the caller told, whatever the pipeline does.
 ABANDON_WAIT_SECS = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPolicy:
+    """How every call treats its caller and its ending, whatever the door (from Settings)."""
+
+    # No message from the client for this long ends the call with client_timeout.
+    inbound_timeout_secs: float = 10.0
+    # How long an ending pipeline may take before the watchdog cancels it (Pipecat's EndFrame
+    # wait has no timeout, #4647). A graceful end plays out the last words first.
+    graceful_end_timeout_secs: float = 30.0
+    cancel_end_timeout_secs: float = 5.0
+    # Caller audio faster than this over the window ends the call (gateway/rate_guard.py).
+    input_max_speed: float = DEFAULT_MAX_SPEED
+    input_speed_window_secs: float = DEFAULT_WINDOW_SECS
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SessionPolicy:
+        return cls(
+            inbound_timeout_secs=settings.inbound_timeout_secs,
+            graceful_end_timeout_secs=settings.end_graceful_timeout_secs,
+            cancel_end_timeout_secs=settings.end_cancel_timeout_secs,
+            input_max_speed=settings.input_max_speed,
+            input_speed_window_secs=settings.input_speed_window_secs,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,9 +142,7 @@ class Session:
         input_format: str,
         output_format: str,
         output_rate: int,
-        inbound_timeout_secs: float = 10.0,
-        graceful_end_timeout_secs: float = 30.0,
-        cancel_end_timeout_secs: float = 5.0,
+        policy: SessionPolicy | None = None,
         on_finished: Callable[[Session], None] | None = None,
     ) -> None:
         self.call_id = uuid.uuid4()
@@ -136,11 +161,11 @@ class Session:
         self._engine_names: dict[str, str] = {}
         self.utterances = UtteranceRegistry()
         self.context: LLMContext | None = None  # the call's LLM context, for inspection
-        self._inbound_timeout = inbound_timeout_secs
-        # How long an ending pipeline may take before the watchdog cancels it (Pipecat's
-        # EndFrame wait has no timeout, #4647). A graceful end plays out the last words first.
-        self._graceful_end_timeout = graceful_end_timeout_secs
-        self._cancel_end_timeout = cancel_end_timeout_secs
+        self.policy = policy or SessionPolicy()
+        self._inbound_timeout = self.policy.inbound_timeout_secs
+        self._graceful_end_timeout = self.policy.graceful_end_timeout_secs
+        self._cancel_end_timeout = self.policy.cancel_end_timeout_secs
+        self._rate_guard: InputRateGuard | None = None  # started with the call (see _run)
         self.last_inbound = time.monotonic()
         self.last_inbound_audio: float | None = None
         self.outcome: EndRequest | None = None
@@ -161,11 +186,22 @@ class Session:
     def on_barge_in(self, vad_to_interruption_secs: float) -> None:
         metrics.BARGE_IN_LATENCY.labels(self.door_name).observe(vad_to_interruption_secs)
 
-    def on_inbound_activity(self, *, audio: bool) -> None:
+    def on_inbound_activity(self, *, audio_secs: float = 0.0) -> None:
         now = time.monotonic()
         self.last_inbound = now
-        if audio:
-            self.last_inbound_audio = now
+        if audio_secs <= 0:
+            return
+        self.last_inbound_audio = now
+        if self._rate_guard is not None:
+            speed = self._rate_guard.feed(now, audio_secs)
+            if speed is not None:
+                self.request_end(
+                    EndRequest(
+                        EndReason.ERROR,
+                        f"audio arrives faster than real time ({speed:.1f}x)",
+                        status_code="INVALID_ARGUMENT",
+                    )
+                )
 
     async def _watch_inbound(self) -> None:
         """Ends the call when its client has gone quiet: a frozen process (SIGSTOP, a hung
@@ -207,6 +243,12 @@ class Session:
         identity = self.identity
         utterances = self.utterances
         door = make_door(self, utterances)
+        # Started with the door: audio buffered while the call is set up is our delay.
+        self._rate_guard = InputRateGuard(
+            self.policy.input_max_speed,
+            self.policy.input_speed_window_secs,
+            started_at=time.monotonic(),
+        )
         self._door = door
         started_at = datetime.now(UTC)
         await self._store.call_started(

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from loguru import logger
 
-from gateway.session import ABANDON_WAIT_SECS, CallIdentity, CallStore, Session
+from gateway.session import ABANDON_WAIT_SECS, CallIdentity, CallStore, Session, SessionPolicy
 from pipelines.agent_config import AgentConfig
 from pipelines.builder import Engines
 from transports.events import EndReason, EndRequest
@@ -79,9 +79,7 @@ class SessionManager:
         agents: AgentDirectory,
         max_sessions: int,
         org_max_calls: int = 20,
-        inbound_timeout_secs: float = 10.0,
-        end_graceful_timeout_secs: float = 30.0,
-        end_cancel_timeout_secs: float = 5.0,
+        policy: SessionPolicy | None = None,
         on_load: LoadListener | None = None,
     ) -> None:
         self._engines = engines
@@ -90,9 +88,7 @@ class SessionManager:
         self._on_load = on_load
         self._max_sessions = max_sessions
         self.org_max_calls = org_max_calls
-        self.inbound_timeout_secs = inbound_timeout_secs
-        self.end_graceful_timeout_secs = end_graceful_timeout_secs
-        self.end_cancel_timeout_secs = end_cancel_timeout_secs
+        self.policy = policy or SessionPolicy()  # for calls opened from now on
         self.sessions: dict[uuid.UUID, Session] = {}
         self._per_org: dict[uuid.UUID, int] = {}
         self._abandoned: set[asyncio.Task[None]] = set()
@@ -163,9 +159,7 @@ class SessionManager:
             input_format=request.input_format,
             output_format=request.output_format,
             output_rate=request.output_rate,
-            inbound_timeout_secs=self.inbound_timeout_secs,
-            graceful_end_timeout_secs=self.end_graceful_timeout_secs,
-            cancel_end_timeout_secs=self.end_cancel_timeout_secs,
+            policy=self.policy,
             on_finished=self._forget,
         )
         self.sessions[session.call_id] = session

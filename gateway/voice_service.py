@@ -36,11 +36,7 @@ VOICE_SCOPE = "voice"
 
 def stream_limits(settings: Settings) -> StreamLimits:
     """The per-stream limits the gRPC door enforces, from the gateway's settings."""
-    return StreamLimits(
-        input_max_speed=settings.input_max_speed,
-        input_speed_window_secs=settings.input_speed_window_secs,
-        client_stall_secs=settings.client_stall_secs,
-    )
+    return StreamLimits(client_stall_secs=settings.client_stall_secs)
 
 
 def status_with_reason(code: str, message: str, reason: str | None) -> status_pb2.Status:

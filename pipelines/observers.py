@@ -35,15 +35,21 @@ class CallObserverHub(WorkerObserver):
     def __init__(self, *, observers: list[BaseObserver] | None = None, **kwargs: Any) -> None:
         super().__init__(observers=observers, **kwargs)
         self._audio_sources_pending: set[int] = set()  # TTS processors owing a first frame
+        self._process_events_wanted = self._any_reads_process_events()
 
-    def _wants_process_events(self) -> bool:
+    def _any_reads_process_events(self) -> bool:
         return any(
             type(observer).on_process_frame is not BaseObserver.on_process_frame
             for observer in self._observers
         )
 
+    def add_observer(self, observer: BaseObserver) -> None:
+        super().add_observer(observer)
+        self._process_events_wanted = self._any_reads_process_events()
+
     async def on_process_frame(self, data: FrameProcessed) -> None:
-        if self._wants_process_events():
+        # Asked once per frame per processor: the answer is kept, not recomputed.
+        if self._process_events_wanted:
             await super().on_process_frame(data)
 
     async def on_push_frame(self, data: FramePushed) -> None:

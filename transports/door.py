@@ -27,9 +27,9 @@ class CallControl(Protocol):
         """The caller cut the agent off; how long from the VAD's speech start until the door
         told the client to drop its buffer (an observability figure)."""
 
-    def on_inbound_activity(self, *, audio: bool) -> None:
-        """A message (`audio`: an audio one) arrived from the caller: liveness, and the billed
-        end of a client that went silent."""
+    def on_inbound_activity(self, *, audio_secs: float = 0.0) -> None:
+        """A message arrived from the caller, carrying `audio_secs` of audio (0 for signalling):
+        liveness, the billed end of a client that went silent, and the input rate guard."""
 
 
 class Door(Protocol):

@@ -76,6 +76,24 @@ def classify_context(messages: list[LLMContextMessage]) -> tuple[_Input, str]:
     return ("none", "") if has_user else ("greet", "")
 
 
+def local_llm_settings(model: str) -> LLMSettings:
+    """Settings of an LLM that runs here and samples nothing: Pipecat requires every field."""
+    return LLMSettings(
+        model=model,
+        system_instruction=None,
+        temperature=None,
+        max_tokens=None,
+        top_p=None,
+        top_k=None,
+        frequency_penalty=None,
+        presence_penalty=None,
+        seed=None,
+        filter_incomplete_user_turns=None,
+        user_turn_completion_config=None,
+        use_provider_thinking_default=False,
+    )
+
+
 def text_chunks(text: str, words_per_chunk: int = 1) -> list[str]:
     """``text`` in chunks of whole words, each carrying its trailing space: they join back to
     ``text`` exactly, as an LLM's streamed tokens do (``LLMTextFrame`` includes its spaces)."""
@@ -97,20 +115,7 @@ class ScriptedLLMService(LLMService):
     def __init__(self, config: AgentConfig, words_per_chunk: int = 1, **kwargs: Any) -> None:
         if words_per_chunk < 1:
             raise ValueError("words_per_chunk must be at least 1")
-        settings = LLMSettings(
-            model=MODEL_NAME,
-            system_instruction=None,
-            temperature=None,
-            max_tokens=None,
-            top_p=None,
-            top_k=None,
-            frequency_penalty=None,
-            presence_penalty=None,
-            seed=None,
-            filter_incomplete_user_turns=None,
-            user_turn_completion_config=None,
-            use_provider_thinking_default=False,
-        )
+        settings = local_llm_settings(MODEL_NAME)
         super().__init__(settings=settings, **kwargs)
         self._brain = SecretaryBrain(config)
         self._words_per_chunk = words_per_chunk

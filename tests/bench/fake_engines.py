@@ -31,7 +31,7 @@ from pipecat.frames.frames import (
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.llm_service import LLMService
-from pipecat.services.settings import LLMSettings, STTSettings
+from pipecat.services.settings import STTSettings
 from pipecat.services.stt_service import STTService
 from pipecat.transcriptions.language import Language
 from pipecat.utils.time import time_now_iso8601
@@ -40,7 +40,7 @@ from gateway.logs import call_id_var
 from pipelines.agent_config import AgentConfig
 from pipelines.engines.espeak import Synthesis, WordMark, resample_pcm16, synthesize
 from pipelines.services.offline_tts import EspeakTTSService
-from pipelines.services.scripted_llm import classify_context, text_chunks
+from pipelines.services.scripted_llm import classify_context, local_llm_settings, text_chunks
 
 USER_TEXT = "what are your opening hours"
 
@@ -101,20 +101,7 @@ class InstantLLM(LLMService):
     """The greeting at the start of the call, then the same answer to every caller turn."""
 
     def __init__(self, greeting: str, answer: str, **kwargs: Any) -> None:
-        settings = LLMSettings(
-            model="instant",
-            system_instruction=None,
-            temperature=None,
-            max_tokens=None,
-            top_p=None,
-            top_k=None,
-            frequency_penalty=None,
-            presence_penalty=None,
-            seed=None,
-            filter_incomplete_user_turns=None,
-            user_turn_completion_config=None,
-            use_provider_thinking_default=False,
-        )
+        settings = local_llm_settings("instant")
         super().__init__(settings=settings, **kwargs)
         self._greeting = greeting
         self._answer = answer

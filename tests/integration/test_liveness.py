@@ -15,6 +15,7 @@ import signal
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -32,10 +33,10 @@ TIMEOUT_SECS = 2.0
 @pytest.fixture
 async def short_inbound_timeout(gateway: Gateway) -> AsyncIterator[Gateway]:
     assert gateway.sessions is not None
-    saved = gateway.sessions.inbound_timeout_secs
-    gateway.sessions.inbound_timeout_secs = TIMEOUT_SECS
+    saved = gateway.sessions.policy
+    gateway.sessions.policy = replace(saved, inbound_timeout_secs=TIMEOUT_SECS)
     yield gateway
-    gateway.sessions.inbound_timeout_secs = saved
+    gateway.sessions.policy = saved
 
 
 async def test_frozen_client_ends_with_client_timeout_billed_to_its_last_audio(

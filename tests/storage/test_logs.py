@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -16,19 +17,28 @@ from loguru import logger as loguru_logger
 from gateway.logs import call_context, configure_logging, mask_phone, mask_phones_in
 
 
-@pytest.fixture
-def stream() -> Iterator[io.StringIO]:
+@contextmanager
+def configured(level: str) -> Iterator[io.StringIO]:
+    """`configure_logging(level)` into a buffer, undone afterwards for the other tests."""
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
     out = io.StringIO()
-    configure_logging("DEBUG", json=True, stream=out)
-    yield out
-    for handler in list(root.handlers):
-        if handler not in saved[0]:
-            root.removeHandler(handler)
-    root.setLevel(saved[1])
-    loguru_logger.remove()
-    loguru_logger.add(sys.stderr)
+    try:
+        configure_logging(level, json=True, stream=out)
+        yield out
+    finally:
+        for handler in list(root.handlers):
+            if handler not in saved[0]:
+                root.removeHandler(handler)
+        root.setLevel(saved[1])
+        loguru_logger.remove()
+        loguru_logger.add(sys.stderr)
+
+
+@pytest.fixture
+def stream() -> Iterator[io.StringIO]:
+    with configured("DEBUG") as out:
+        yield out
 
 
 def _lines(out: io.StringIO) -> list[dict[str, object]]:
@@ -115,24 +125,14 @@ def test_configure_is_idempotent(stream: io.StringIO) -> None:
 def test_loguru_skips_records_no_filter_would_pass() -> None:
     """Below the lowest level any filter passes, loguru must not even build the record: at
     call volume, Pipecat's per-frame debug lines cost a measurable share of a core."""
-    root = logging.getLogger()
-    saved = (list(root.handlers), root.level)
     evaluated: list[str] = []
 
     def expensive() -> str:
         evaluated.append("debug")
         return "x"
 
-    try:
-        configure_logging("INFO", json=True, stream=io.StringIO())
+    with configured("INFO"):
         loguru_logger.opt(lazy=True).debug("{}", expensive)
         assert evaluated == []
         loguru_logger.opt(lazy=True).info("{}", expensive)
         assert evaluated == ["debug"]
-    finally:
-        for handler in list(root.handlers):
-            if handler not in saved[0]:
-                root.removeHandler(handler)
-        root.setLevel(saved[1])
-        loguru_logger.remove()
-        loguru_logger.add(sys.stderr)

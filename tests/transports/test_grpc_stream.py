@@ -10,6 +10,7 @@ import asyncio
 import math
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import grpc
@@ -87,7 +88,7 @@ class Control:
     def on_barge_in(self, vad_to_interruption_secs: float) -> None:
         pass
 
-    def on_inbound_activity(self, *, audio: bool) -> None:
+    def on_inbound_activity(self, *, audio_secs: float = 0.0) -> None:
         pass
 
 
@@ -141,15 +142,24 @@ class EchoService(voice_pb2_grpc.VoiceServiceServicer):
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, request.detail)
 
 
-@pytest.fixture
-async def echo_server() -> AsyncIterator[tuple[str, EchoService]]:
-    service = EchoService()
+@asynccontextmanager
+async def serving(service: EchoService) -> AsyncIterator[str]:
+    """`service` on a real gRPC server on a free port; yields its address."""
     server = grpc.aio.server()
     voice_pb2_grpc.add_VoiceServiceServicer_to_server(service, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    yield f"127.0.0.1:{port}", service
-    await server.stop(None)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await server.stop(None)
+
+
+@pytest.fixture
+async def echo_server() -> AsyncIterator[tuple[str, EchoService]]:
+    service = EchoService()
+    async with serving(service) as address:
+        yield address, service
 
 
 def tone(freq: float, secs: float, rate: int) -> bytes:
@@ -274,12 +284,8 @@ async def test_duplicate_config_is_a_protocol_error(echo_server: tuple[str, Echo
 async def test_output_is_paced_near_real_time() -> None:
     """A 3 s burst from the pipeline reaches the client no faster than real time + lead."""
     service = EchoService(burst_secs=3.0)
-    server = grpc.aio.server()
-    voice_pb2_grpc.add_VoiceServiceServicer_to_server(service, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with serving(service) as address:
+        async with grpc.aio.insecure_channel(address) as channel:
             call = voice_pb2_grpc.VoiceServiceStub(channel).Converse()
             await call.write(config("linear16", 16000))
             await call.write(pb.ConverseRequest(audio=pb.AudioInput(data=bytes(640))))
@@ -296,8 +302,6 @@ async def test_output_is_paced_near_real_time() -> None:
                 if received_ms >= 3000:
                     break
             await call.done_writing()
-    finally:
-        await server.stop(None)
     # The first chunk arrives at "time zero" with its own duration already counted, so the lead
     # bound is 200 ms plus one 40 ms chunk; a slow machine only makes the lead smaller.
     assert worst_lead_ms <= 200 + 40 + 20
@@ -350,12 +354,8 @@ async def test_client_that_stops_reading_ends_the_call(limits: StreamLimits, det
     """Whichever comes first, a write pending too long or a full queue ends the call as the
     client's timeout, and the queue never holds more than its bound."""
     service = EchoService(burst_secs=4.0, limits=limits)
-    server = grpc.aio.server()
-    voice_pb2_grpc.add_VoiceServiceServicer_to_server(service, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=SMALL_WINDOW) as channel:
+    async with serving(service) as address:
+        async with grpc.aio.insecure_channel(address, options=SMALL_WINDOW) as channel:
             call = voice_pb2_grpc.VoiceServiceStub(channel).Converse()
             await call.write(config("linear16", 16000))
             await call.write(pb.ConverseRequest(audio=pb.AudioInput(data=bytes(640))))
@@ -363,8 +363,6 @@ async def test_client_that_stops_reading_ends_the_call(limits: StreamLimits, det
             ended = await asyncio.wait_for(service.controls[0].ended, 10)
             stream = service.doors[0].stream
             call.cancel()
-    finally:
-        await server.stop(None)
     assert ended.reason is EndReason.CLIENT_TIMEOUT and ended.caller_gone
     assert ended.detail == detail
     assert stream.stalled
@@ -379,12 +377,8 @@ async def test_interruption_drops_audio_queued_for_a_slow_client() -> None:
     window's worth (and the one write in flight) precedes the interruption, nothing follows it.
     """
     service = EchoService(burst_secs=4.0)
-    server = grpc.aio.server()
-    voice_pb2_grpc.add_VoiceServiceServicer_to_server(service, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=SMALL_WINDOW) as channel:
+    async with serving(service) as address:
+        async with grpc.aio.insecure_channel(address, options=SMALL_WINDOW) as channel:
             call = voice_pb2_grpc.VoiceServiceStub(channel).Converse()
             await call.write(config("linear16", 16000))
             await call.write(pb.ConverseRequest(audio=pb.AudioInput(data=bytes(640))))
@@ -400,8 +394,6 @@ async def test_interruption_drops_audio_queued_for_a_slow_client() -> None:
                     events.append((kind, response.interruption.utterance_id))
                     await call.write(pb.ConverseRequest(hangup=pb.HangupRequest()))
                     await call.done_writing()
-    finally:
-        await server.stop(None)
     assert ("interruption", 1) in events
     cut = events.index(("interruption", 1))
     before, after = events[:cut], events[cut + 1 :]

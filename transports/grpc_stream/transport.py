@@ -6,9 +6,10 @@ Session through `CallControl`. Output: agent audio is encoded to the caller's fo
 most `max_lead_secs` ahead of real time, so a barge-in has little to flush; session events share
 the same ordered queue as audio.
 
-Back-pressure (docs/ARCHITECTURE.md): caller audio faster than real time ends the call
-(`transports/rate_guard.py`); the outbound queue is bounded and a client that stops reading ends
-the call with `client_timeout`; a barge-in drops the interrupted utterance's queued audio.
+Back-pressure (docs/ARCHITECTURE.md): the Session judges the caller's audio rate from what the
+door reports (`gateway/rate_guard.py`); the outbound queue is bounded and a client that stops
+reading ends the call with `client_timeout`; a barge-in drops the interrupted utterance's queued
+audio.
 """
 
 from __future__ import annotations
@@ -54,7 +55,6 @@ from transports.events import (
     SessionStartedEvent,
 )
 from transports.grpc_stream.wire import event_to_proto, spec_to_proto
-from transports.rate_guard import DEFAULT_MAX_SPEED, DEFAULT_WINDOW_SECS, InputRateGuard
 
 _DTMF_KEYS = {entry.value: entry for entry in KeypadEntry}
 _END_OF_OUTPUT = object()
@@ -66,8 +66,6 @@ DEFAULT_STALL_SECS = 5.0
 class StreamLimits:
     """What one Converse stream tolerates from its client (from the gateway's Settings)."""
 
-    input_max_speed: float = DEFAULT_MAX_SPEED  # caller audio, x real time (see rate_guard)
-    input_speed_window_secs: float = DEFAULT_WINDOW_SECS
     client_stall_secs: float = DEFAULT_STALL_SECS  # a write pending this long ends the call
     max_queued: int = DEFAULT_MAX_QUEUED  # responses waiting for a client that reads slowly
 
@@ -231,13 +229,11 @@ class GrpcStreamInput(BaseInputTransport):
         spec: AudioSpec,
         control: CallControl,
         params: TransportParams,
-        rate_guard: InputRateGuard | None = None,
     ) -> None:
         super().__init__(params)
         self._stream = stream
         self._spec = spec
         self._control = control
-        self._rate_guard = rate_guard
         self._resampler = create_stream_resampler(quality="HQ")
         self._reader: asyncio.Task[None] | None = None
 
@@ -272,7 +268,12 @@ class GrpcStreamInput(BaseInputTransport):
             if request is None:
                 self._control.request_end(EndRequest(EndReason.CALLER_HANGUP, "client closed"))
                 return
-            self._control.on_inbound_activity(audio=request.WhichOneof("request") == "audio")
+            audio_secs = (
+                self._spec.duration_ms(len(request.audio.data)) / 1000
+                if request.WhichOneof("request") == "audio"
+                else 0.0
+            )
+            self._control.on_inbound_activity(audio_secs=audio_secs)
             if not await self._dispatch(request):
                 return
 
@@ -284,13 +285,6 @@ class GrpcStreamInput(BaseInputTransport):
                 self._spec.check_chunk(request.audio.data)
             except FormatError as e:
                 return self._protocol_error(str(e))
-            if self._rate_guard is not None:
-                secs = self._spec.duration_ms(len(request.audio.data)) / 1000
-                speed = self._rate_guard.feed(time.monotonic(), secs)
-                if speed is not None:
-                    return self._protocol_error(
-                        f"audio arrives faster than real time ({speed:.1f}x)"
-                    )
             pcm = self._spec.to_pcm(request.audio.data)
             rate = self.sample_rate  # the pipeline's input rate, from the StartFrame
             if self._spec.sample_rate != rate:
@@ -419,24 +413,15 @@ class GrpcStreamTransport(BaseTransport):
         control: CallControl,
         utterances: UtteranceRegistry,
         max_lead_secs: float = 0.2,
-        limits: StreamLimits | None = None,
     ) -> None:
         super().__init__()
-        limits = limits or StreamLimits()
         params = TransportParams(
             audio_in_enabled=True,
             audio_out_enabled=True,
             audio_out_sample_rate=output_spec.sample_rate,
             audio_out_end_silence_secs=0,
         )
-        # Started now: audio the client sends while the pipeline starts waits in gRPC's buffers
-        # and is read in one burst, which is our delay, not the client's speed.
-        guard = InputRateGuard(
-            limits.input_max_speed,
-            limits.input_speed_window_secs,
-            started_at=time.monotonic(),
-        )
-        self._input = GrpcStreamInput(stream, input_spec, control, params, guard)
+        self._input = GrpcStreamInput(stream, input_spec, control, params)
         self._output = GrpcStreamOutput(
             stream, output_spec, utterances, params, max_lead_secs, control
         )
@@ -474,7 +459,7 @@ class GrpcStreamDoor:
         )
         self.stream.start()
         self._transport = GrpcStreamTransport(
-            self.stream, input_spec, output_spec, control, utterances, max_lead_secs, limits
+            self.stream, input_spec, output_spec, control, utterances, max_lead_secs
         )
 
     @property

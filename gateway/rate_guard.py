@@ -19,9 +19,11 @@ accounts two things:
   that, a shorter one reacts faster.
 
 The credit starts full: a client may have captured audio before its stream was up and send it at
-once. Audio that waited in gRPC's buffers while *we* set the call up (the door reads only once
-the pipeline runs) arrives as one burst too; that delay is ours, not the client's, so the guard
-is started when the stream is, and the first read may catch up all of it. A client sending at
+once. Audio that waited in the door's buffers while *we* set the call up (a door reads only once
+the pipeline runs) arrives as one burst too; that delay is ours, not the client's, so the
+Session starts the guard with the call, and the first read may catch up all of it. The Session
+owns the guard, fed by every door through `CallControl.on_inbound_activity`, so a SIP peer
+flooding RTP meets the same rule as a gRPC client. A client sending at
 3x real time is still refused within about 2.5 s.
 """
 

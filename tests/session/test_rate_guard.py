@@ -12,9 +12,10 @@ import pytest
 from pydantic import ValidationError
 
 from gateway.config import Settings
+from gateway.rate_guard import InputRateGuard
+from gateway.session import SessionPolicy
 from gateway.voice_service import stream_limits
 from transports.grpc_stream import StreamLimits
-from transports.rate_guard import InputRateGuard
 
 CHUNK = 0.02
 
@@ -124,16 +125,20 @@ def test_settings_change_the_limit() -> None:
         InputRateGuard(max_speed=0.9)
 
 
-def test_gateway_settings_become_the_door_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gateway_settings_become_the_session_policy_and_door_limits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("VOICEGW_INPUT_MAX_SPEED", "2.0")
     monkeypatch.setenv("VOICEGW_CLIENT_STALL_SECS", "3")
-    limits = stream_limits(Settings(input_speed_window_secs=4.0))
-    assert limits == StreamLimits(
-        input_max_speed=2.0, input_speed_window_secs=4.0, client_stall_secs=3.0
-    )
+    settings = Settings(input_speed_window_secs=4.0)
+    policy = SessionPolicy.from_settings(settings)
+    assert (policy.input_max_speed, policy.input_speed_window_secs) == (2.0, 4.0)
+    assert stream_limits(settings) == StreamLimits(client_stall_secs=3.0)
     monkeypatch.delenv("VOICEGW_INPUT_MAX_SPEED")
     monkeypatch.delenv("VOICEGW_CLIENT_STALL_SECS")
-    assert stream_limits(Settings()) == StreamLimits()  # the documented defaults
-    assert StreamLimits() == StreamLimits(1.5, 2.0, 5.0, 256)
+    # The documented defaults.
+    assert SessionPolicy.from_settings(Settings()) == SessionPolicy()
+    assert (SessionPolicy().input_max_speed, SessionPolicy().input_speed_window_secs) == (1.5, 2)
+    assert stream_limits(Settings()) == StreamLimits() == StreamLimits(5.0, 256)
     with pytest.raises(ValidationError):
         Settings(input_max_speed=0.8)  # would refuse every real-time caller
