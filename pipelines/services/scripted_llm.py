@@ -76,6 +76,29 @@ def classify_context(messages: list[LLMContextMessage]) -> tuple[_Input, str]:
     return ("none", "") if has_user else ("greet", "")
 
 
+class LocalLLMService(LLMService):
+    """An LLM that answers in-process: each context that reaches it is answered by `_respond`.
+
+    It reports TTFB/processing metrics like a real LLM, so latency breakdowns include it.
+    """
+
+    def __init__(self, model: str, **kwargs: Any) -> None:
+        super().__init__(settings=local_llm_settings(model), **kwargs)
+
+    def can_generate_metrics(self) -> bool:
+        return True
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, LLMContextFrame):
+            await self._respond(frame)
+        else:
+            await self.push_frame(frame, direction)
+
+    async def _respond(self, frame: LLMContextFrame) -> None:
+        raise NotImplementedError
+
+
 def local_llm_settings(model: str) -> LLMSettings:
     """Settings of an LLM that runs here and samples nothing: Pipecat requires every field."""
     return LLMSettings(
@@ -101,7 +124,7 @@ def text_chunks(text: str, words_per_chunk: int = 1) -> list[str]:
     return ["".join(words[i : i + words_per_chunk]) for i in range(0, len(words), words_per_chunk)]
 
 
-class ScriptedLLMService(LLMService):
+class ScriptedLLMService(LocalLLMService):
     """Streams :class:`SecretaryBrain` replies as an LLM would; one instance per call.
 
     Besides the text it pushes a :class:`RecognitionModeFrame` upstream (before the text) when the
@@ -115,8 +138,7 @@ class ScriptedLLMService(LLMService):
     def __init__(self, config: AgentConfig, words_per_chunk: int = 1, **kwargs: Any) -> None:
         if words_per_chunk < 1:
             raise ValueError("words_per_chunk must be at least 1")
-        settings = local_llm_settings(MODEL_NAME)
-        super().__init__(settings=settings, **kwargs)
+        super().__init__(MODEL_NAME, **kwargs)
         self._brain = SecretaryBrain(config)
         self._words_per_chunk = words_per_chunk
         # What the STT was last told; it starts in grammar mode without capture.
@@ -126,17 +148,6 @@ class ScriptedLLMService(LLMService):
     @property
     def brain(self) -> SecretaryBrain:
         return self._brain
-
-    def can_generate_metrics(self) -> bool:
-        """Report TTFB/TTFAT/processing like a real LLM, so latency breakdowns include us."""
-        return True
-
-    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        await super().process_frame(frame, direction)
-        if isinstance(frame, LLMContextFrame):
-            await self._respond(frame)
-        else:
-            await self.push_frame(frame, direction)
 
     def _decide(self, kind: _Input, text: str) -> Reply:
         if kind == "user":

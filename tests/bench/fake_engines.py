@@ -40,7 +40,7 @@ from gateway.logs import call_id_var
 from pipelines.agent_config import AgentConfig
 from pipelines.engines.espeak import Synthesis, WordMark, resample_pcm16, synthesize
 from pipelines.services.offline_tts import EspeakTTSService
-from pipelines.services.scripted_llm import classify_context, local_llm_settings, text_chunks
+from pipelines.services.scripted_llm import LocalLLMService, classify_context, text_chunks
 
 USER_TEXT = "what are your opening hours"
 
@@ -97,24 +97,13 @@ class InstantSTT(STTService):
             )
 
 
-class InstantLLM(LLMService):
+class InstantLLM(LocalLLMService):
     """The greeting at the start of the call, then the same answer to every caller turn."""
 
     def __init__(self, greeting: str, answer: str, **kwargs: Any) -> None:
-        settings = local_llm_settings("instant")
-        super().__init__(settings=settings, **kwargs)
+        super().__init__("instant", **kwargs)
         self._greeting = greeting
         self._answer = answer
-
-    def can_generate_metrics(self) -> bool:
-        return True
-
-    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        await super().process_frame(frame, direction)
-        if isinstance(frame, LLMContextFrame):
-            await self._respond(frame)
-        else:
-            await self.push_frame(frame, direction)
 
     async def _respond(self, frame: LLMContextFrame) -> None:
         kind, _ = classify_context(frame.context.get_messages())
