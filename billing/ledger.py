@@ -23,7 +23,21 @@ from typing import Any, Literal, Protocol
 
 import asyncpg
 
+from billing import idempotency
+from billing.ledger_errors import (
+    HoldNotPending,
+    IdempotencyConflict,
+    InsufficientBalance,
+    LedgerError,
+)
 from gateway.storage._db import Queryable, transaction
+
+__all__ = [
+    "HoldNotPending",
+    "IdempotencyConflict",
+    "InsufficientBalance",
+    "LedgerError",
+]
 
 SystemAccountKind = Literal["revenue", "clearing_stripe", "clearing_yookassa", "receivable"]
 DEFAULT_CURRENCY = "RUB"
@@ -36,22 +50,6 @@ class Clock(Protocol):
 class SystemClock:
     def now(self) -> datetime:
         return datetime.now(UTC)
-
-
-class LedgerError(Exception):
-    """A refused ledger operation; the message says why."""
-
-
-class InsufficientBalance(LedgerError):
-    pass
-
-
-class IdempotencyConflict(LedgerError):
-    """The key was used before for a different request."""
-
-
-class HoldNotPending(LedgerError):
-    """The hold was already captured, voided or expired."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,32 +213,10 @@ class Ledger:
     ) -> Posted:
         """`post` inside the caller's transaction `conn` (with `digest` already computed)."""
         now = self.clock.now()
-        tx_id = await conn.fetchval(
-            """INSERT INTO billing_transactions
-                   (org_id, kind, idempotency_key, request_hash, result, created_at)
-               VALUES ($1, $2, $3, $4, $5::jsonb, $6)
-               ON CONFLICT (org_id, kind, idempotency_key) DO NOTHING
-               RETURNING id""",
-            org_id,
-            kind,
-            key,
-            digest,
-            json.dumps(result),
-            now,
-        )
-        if tx_id is None:
-            row = await conn.fetchrow(
-                """SELECT id, request_hash, result FROM billing_transactions
-                   WHERE org_id IS NOT DISTINCT FROM $1 AND kind = $2 AND idempotency_key = $3""",
-                org_id,
-                kind,
-                key,
-            )
-            if row["request_hash"] != digest:
-                raise IdempotencyConflict(
-                    f"idempotency key {key!r} was already used for a different {kind} request"
-                )
-            return Posted(row["id"], json.loads(row["result"]), replayed=True)
+        claimed = await idempotency.claim(conn, org_id, kind, key, digest, result=result, now=now)
+        if claimed.stored is not None:
+            return Posted(claimed.transaction_id, claimed.stored, replayed=True)
+        tx_id = claimed.transaction_id
         for account_id, amount in legs:
             if amount == 0:
                 continue
@@ -276,6 +252,7 @@ class Ledger:
         *,
         ttl: timedelta,
         call_id: uuid.UUID | None = None,
+        db: Queryable = None,
     ) -> Hold:
         """Reserves `amount_minor` of the account's available balance, or refuses.
 
@@ -285,7 +262,7 @@ class Ledger:
         if amount_minor <= 0:
             raise LedgerError("a hold must be for a positive amount")
         now = self.clock.now()
-        row = await self._db.fetchrow(
+        row = await (db or self._db).fetchrow(
             f"""WITH reserved AS (
                     UPDATE billing_accounts SET held_minor = held_minor + $2
                     WHERE id = $1 AND kind = 'customer' AND posted_minor - held_minor >= $2
@@ -306,11 +283,11 @@ class Ledger:
             )
         return _hold(row)
 
-    async def capture(self, hold_id: uuid.UUID, amount_minor: int) -> Hold:
+    async def capture(self, hold_id: uuid.UUID, amount_minor: int, *, db: Queryable = None) -> Hold:
         """Charges up to the hold's amount to revenue and releases the hold, exactly once."""
         if amount_minor < 0:
             raise LedgerError("a capture cannot be negative")
-        async with transaction(self._db) as conn:
+        async with transaction(db or self._db) as conn:
             return await self._settle(conn, hold_id, "captured", amount_minor)
 
     async def _settle(self, conn: Any, hold_id: uuid.UUID, status: str, amount_minor: int) -> Hold:
@@ -383,9 +360,9 @@ class Ledger:
                 settled += 1
         return settled
 
-    async def void(self, hold_id: uuid.UUID) -> Hold:
+    async def void(self, hold_id: uuid.UUID, *, db: Queryable = None) -> Hold:
         """Releases a hold without charging anything, exactly once."""
-        async with transaction(self._db) as conn:
+        async with transaction(db or self._db) as conn:
             return await self._resolve(conn, hold_id, "voided", None)
 
     async def _resolve(

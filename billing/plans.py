@@ -136,7 +136,11 @@ class Plans:
             row = await conn.fetchrow(
                 f"""UPDATE billing_subscriptions
                     SET plan_code = $2, next_plan_code = NULL, period_start = $3,
-                        included_seconds = $4, used_seconds = 0
+                        used_seconds = 0,
+                        -- Seconds still held by calls that span the change stay covered even
+                        -- when the new plan includes fewer (a downgrade mid-call).
+                        included_seconds = CASE WHEN $4::bigint IS NULL THEN NULL
+                                                ELSE GREATEST($4::bigint, held_seconds) END
                     WHERE org_id = $1 RETURNING {_SUB}""",
                 org_id,
                 plan.code,
@@ -178,12 +182,17 @@ class Plans:
 
     # Included minutes -------------------------------------------------------------------------
 
-    async def hold_seconds(self, org_id: uuid.UUID, seconds: int) -> bool:
-        """Reserves `seconds` of included minutes; False when the plan cannot cover them."""
+    async def hold_seconds(self, org_id: uuid.UUID, seconds: int, *, db: Any = None) -> bool:
+        """Reserves `seconds` of included minutes; False when the plan cannot cover them.
+
+        Pass `db` (the caller's transaction) only after `subscription()` has run for this
+        period: the guarded update is all this does then.
+        """
         if seconds <= 0:
             raise LedgerError("a minutes hold must be positive")
-        await self.subscription(org_id)
-        status = await self._db.execute(
+        if db is None:
+            await self.subscription(org_id)
+        status = await (db or self._db).execute(
             """UPDATE billing_subscriptions SET held_seconds = held_seconds + $2
                WHERE org_id = $1
                  AND (included_seconds IS NULL
@@ -193,11 +202,13 @@ class Plans:
         )
         return bool(status == "UPDATE 1")
 
-    async def settle_seconds(self, org_id: uuid.UUID, held: int, used: int) -> None:
+    async def settle_seconds(
+        self, org_id: uuid.UUID, held: int, used: int, *, db: Any = None
+    ) -> None:
         """Turns `held` reserved seconds into `used` (≤ held) ones, releasing the rest."""
         if not 0 <= used <= held:
             raise LedgerError("used seconds must be between 0 and the held seconds")
-        status = await self._db.execute(
+        status = await (db or self._db).execute(
             """UPDATE billing_subscriptions
                SET held_seconds = held_seconds - $2, used_seconds = used_seconds + $3
                WHERE org_id = $1 AND held_seconds >= $2""",
@@ -207,3 +218,21 @@ class Plans:
         )
         if status != "UPDATE 1":
             raise LedgerError(f"organisation {org_id} holds fewer than {held} seconds")
+
+    async def use_seconds(self, org_id: uuid.UUID, seconds: int, *, db: Any = None) -> int:
+        """Uses up to `seconds` included seconds without a hold (a late charge); returns how
+        many the plan covered, the rest being the caller's to charge in money."""
+        if seconds <= 0:
+            return 0
+        covered = await (db or self._db).fetchval(
+            """WITH grant_ AS (
+                   SELECT org_id, GREATEST(0, LEAST($2::bigint, COALESCE(
+                       included_seconds - used_seconds - held_seconds, $2::bigint))) AS take
+                   FROM billing_subscriptions WHERE org_id = $1 FOR UPDATE)
+               UPDATE billing_subscriptions s SET used_seconds = s.used_seconds + g.take
+               FROM grant_ g WHERE s.org_id = g.org_id
+               RETURNING g.take""",
+            org_id,
+            seconds,
+        )
+        return int(covered or 0)

@@ -20,6 +20,7 @@ from billing.ledger import (
 )
 from gateway.db import Database
 from gateway.storage import orgs
+from tests.billing.helpers import assert_entries_match_balances
 
 TTL = timedelta(minutes=5)
 
@@ -63,21 +64,6 @@ async def _funded(ledger: Ledger, database: Database, amount: int) -> uuid.UUID:
     return customer.id
 
 
-async def _assert_entries_match_balances(database: Database) -> None:
-    rows = await database.pool.fetch(
-        """SELECT a.id, a.posted_minor, coalesce(sum(e.amount_minor), 0) AS entries
-           FROM billing_accounts a LEFT JOIN billing_entries e ON e.account_id = a.id
-           GROUP BY a.id, a.posted_minor"""
-    )
-    assert rows
-    assert all(row["posted_minor"] == row["entries"] for row in rows)
-    unbalanced = await database.pool.fetchval(
-        """SELECT count(*) FROM (SELECT transaction_id FROM billing_entries
-           GROUP BY transaction_id HAVING sum(amount_minor) <> 0) t"""
-    )
-    assert unbalanced == 0
-
-
 async def test_sixty_concurrent_holds_from_two_processes_grant_only_what_is_affordable(
     database: Database,
 ) -> None:
@@ -114,7 +100,7 @@ async def test_sixty_concurrent_holds_from_two_processes_grant_only_what_is_affo
     assert sum(here) + there == 6  # 6 x 150 <= 1000 < 7 x 150
     balance = await ledger.account(account)
     assert (balance.posted_minor, balance.held_minor) == (1000, 900)
-    await _assert_entries_match_balances(database)
+    await assert_entries_match_balances(database)
 
 
 async def test_same_key_has_one_effect_and_another_request_under_it_is_refused(
@@ -145,7 +131,7 @@ async def test_same_key_has_one_effect_and_another_request_under_it_is_refused(
             legs=[(clearing.id, -900), (customer.id, 900)],
         )
     assert (await ledger.account(customer.id)).posted_minor == 500
-    await _assert_entries_match_balances(database)
+    await assert_entries_match_balances(database)
 
 
 async def test_overdraft_is_refused_and_leaves_nothing(database: Database) -> None:
@@ -183,7 +169,7 @@ async def test_a_hold_is_captured_or_voided_exactly_once(database: Database) -> 
     await ledger.void(voided.id)
     balance = await ledger.account(account)
     assert (balance.posted_minor, balance.held_minor) == (750, 0)
-    await _assert_entries_match_balances(database)
+    await assert_entries_match_balances(database)
 
 
 async def test_the_database_refuses_unbalanced_or_edited_entries(database: Database) -> None:
@@ -246,4 +232,4 @@ async def test_sweeper_charges_a_silent_call_its_last_usage_and_a_late_finalize_
     await ledger.capture(alive.id, 40)
     balance = await ledger.account(account)
     assert (balance.posted_minor, balance.held_minor) == (710, 0)
-    await _assert_entries_match_balances(database)
+    await assert_entries_match_balances(database)

@@ -4,37 +4,13 @@ the balance cannot pay becomes a receivable and suspends the organisation."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from datetime import UTC, datetime
 
 from billing.ledger import Ledger
 from billing.plans import Plans
 from gateway.db import Database
 from gateway.storage import orgs
-
-
-class FakeClock:
-    def __init__(self, now: datetime) -> None:
-        self.moment = now
-
-    def now(self) -> datetime:
-        return self.moment
-
-
-async def _org(database: Database) -> uuid.UUID:
-    return (await orgs.create(database.pool, f"plan-{uuid.uuid4().hex[:10]}")).id
-
-
-async def _fund(ledger: Ledger, org_id: uuid.UUID, amount: int) -> None:
-    customer = await ledger.customer_account(org_id)
-    clearing = await ledger.system_account("clearing_stripe")
-    await ledger.post(
-        org_id=org_id,
-        kind="topup",
-        key=str(uuid.uuid4()),
-        request={"amount": amount},
-        legs=[(clearing.id, -amount), (customer.id, amount)],
-    )
+from tests.billing.helpers import FakeClock, fund, new_org
 
 
 async def test_the_price_list(database: Database) -> None:
@@ -52,7 +28,7 @@ async def test_the_price_list(database: Database) -> None:
 
 async def test_new_organisations_start_on_payg_with_nothing_included(database: Database) -> None:
     plans = Plans(Ledger(database.pool))
-    org_id = await _org(database)
+    org_id = await new_org(database, "plan")
     sub = await plans.subscription(org_id)
     assert (sub.plan_code, sub.remaining_seconds) == ("payg", 0)
     assert not await plans.hold_seconds(org_id, 1)
@@ -64,8 +40,8 @@ async def test_sixty_concurrent_holds_on_one_remaining_minute_grant_one(
     clock = FakeClock(datetime(2026, 3, 15, tzinfo=UTC))
     ledger = Ledger(database.pool, clock)
     plans = Plans(ledger)
-    org_id = await _org(database)
-    await _fund(ledger, org_id, 99000)
+    org_id = await new_org(database, "plan")
+    await fund(ledger, org_id, 99000)
     await plans.change_plan(org_id, "basic")
     clock.moment = datetime(2026, 4, 1, tzinfo=UTC)
     await plans.subscription(org_id)
@@ -84,8 +60,8 @@ async def test_rollover_debits_the_fee_once_and_resets_minutes(database: Databas
     clock = FakeClock(datetime(2026, 1, 20, 12, tzinfo=UTC))
     ledger = Ledger(database.pool, clock)
     plans = Plans(ledger)
-    org_id = await _org(database)
-    await _fund(ledger, org_id, 250000)
+    org_id = await new_org(database, "plan")
+    await fund(ledger, org_id, 250000)
     await plans.change_plan(org_id, "basic")  # from February
     assert (await plans.subscription(org_id)).plan_code == "payg"
 
@@ -113,8 +89,8 @@ async def test_an_unpayable_fee_becomes_a_receivable_and_suspends(database: Data
     clock = FakeClock(datetime(2026, 5, 10, tzinfo=UTC))
     ledger = Ledger(database.pool, clock)
     plans = Plans(ledger)
-    org_id = await _org(database)
-    await _fund(ledger, org_id, 50000)
+    org_id = await new_org(database, "plan")
+    await fund(ledger, org_id, 50000)
     await plans.change_plan(org_id, "basic")
     receivable = await ledger.system_account("receivable")
     clock.moment = datetime(2026, 6, 1, tzinfo=UTC)
