@@ -188,7 +188,7 @@ class CallMeter:
         """Admits a new call for up to `seconds` (at least `min_seconds`), or raises `Refused`."""
         _check_request(seconds, min_seconds)
         suspended = await self._db.fetchval(
-            "SELECT suspended FROM organizations WHERE id = $1", org_id
+            "SELECT billing_suspended FROM organizations WHERE id = $1", org_id
         )
         if suspended is None:
             raise LedgerError(f"no organisation {org_id}")
@@ -502,7 +502,7 @@ class CallMeter:
         )
         if amount - paid:
             await conn.execute(
-                "UPDATE organizations SET suspended = true WHERE id = $1", call.org_id
+                "UPDATE organizations SET billing_suspended = true WHERE id = $1", call.org_id
             )
 
     async def sweep(self, ttl: timedelta | None = None) -> int:

@@ -178,7 +178,9 @@ class Plans:
             {"plan": plan.code, "fee_minor": fee, "shortfall_minor": fee - paid},
         )
         if fee - paid:
-            await conn.execute("UPDATE organizations SET suspended = true WHERE id = $1", org_id)
+            await conn.execute(
+                "UPDATE organizations SET billing_suspended = true WHERE id = $1", org_id
+            )
 
     # Included minutes -------------------------------------------------------------------------
 

@@ -40,6 +40,8 @@ class Principal:
     org_name: str
     key_id: uuid.UUID
     scopes: tuple[str, ...]
+    # A service organisation's key: the gateway itself (or `voicegw billing serve`'s client).
+    service: bool = False
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes
@@ -154,7 +156,13 @@ class ApiKeyStore:
             return None
         if not hmac.compare_digest(digest, found.key.secret_hash):
             return None
-        principal = Principal(found.key.org_id, found.org_name, found.key.id, found.key.scopes)
+        principal = Principal(
+            found.key.org_id,
+            found.org_name,
+            found.key.id,
+            found.key.scopes,
+            found.org_service,
+        )
         await key_rows.touch_last_used(self._db, found.key.id)
         if self._ttl > 0:
             self._cache[cache_key] = (time.monotonic() + self._ttl, principal)

@@ -34,3 +34,10 @@ CREATE TABLE billing_calls (
 CREATE INDEX billing_calls_open_idx ON billing_calls (heartbeat_at) WHERE status = 'open';
 CREATE INDEX billing_calls_org_idx ON billing_calls (org_id, created_at DESC, call_id DESC);
 CREATE INDEX billing_holds_call_idx ON billing_holds (call_id) WHERE call_id IS NOT NULL;
+
+-- Owing money refuses new calls but keeps the organisation's keys working, so it can still see
+-- its balance and pay; `suspended` (keys stop verifying) stays an operator's decision.
+ALTER TABLE organizations
+    ADD COLUMN billing_suspended boolean NOT NULL DEFAULT false,
+    -- A service organisation's keys act for the gateway (scope billing:gateway), never a tenant.
+    ADD COLUMN service boolean NOT NULL DEFAULT false;

@@ -45,6 +45,7 @@ class KeyWithOrg:
     key: ApiKeyRecord
     org_name: str
     org_suspended: bool
+    org_service: bool = False
 
 
 def _row(row: Any) -> ApiKeyRecord:
@@ -112,7 +113,8 @@ async def find_by_prefix(db: Queryable, prefix: str) -> ApiKeyRecord | None:
 async def find_with_org(db: Queryable, prefix: str) -> KeyWithOrg | None:
     row = await db.fetchrow(
         f"""
-        SELECT {_COLUMNS}, o.name AS org_name, o.suspended AS org_suspended
+        SELECT {_COLUMNS}, o.name AS org_name, o.suspended AS org_suspended,
+               o.service AS org_service
         FROM api_keys k JOIN organizations o ON o.id = k.org_id
         WHERE k.prefix = $1
         """,
@@ -120,7 +122,7 @@ async def find_with_org(db: Queryable, prefix: str) -> KeyWithOrg | None:
     )
     if row is None:
         return None
-    return KeyWithOrg(_row(row), row["org_name"], row["org_suspended"])
+    return KeyWithOrg(_row(row), row["org_name"], row["org_suspended"], row["org_service"])
 
 
 async def revoke(db: Queryable, prefix: str, *, org_id: uuid.UUID | None = None) -> bool:

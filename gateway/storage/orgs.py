@@ -12,7 +12,7 @@ import asyncpg
 from gateway.storage._db import Queryable
 from gateway.storage.errors import AlreadyExists
 
-_COLUMNS = "id, name, suspended, created_at, max_concurrent_calls"
+_COLUMNS = "id, name, suspended, created_at, max_concurrent_calls, billing_suspended, service"
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,11 +23,21 @@ class Organization:
     created_at: datetime
     # None: the gateway's `org_max_calls` setting applies.
     max_concurrent_calls: int | None = None
+    # Owes money: new calls are refused, but its keys still work so that it can pay.
+    billing_suspended: bool = False
+    # Its keys act for the gateway (billing:gateway), not for a tenant.
+    service: bool = False
 
 
 def _row(row: Any) -> Organization:
     return Organization(
-        row["id"], row["name"], row["suspended"], row["created_at"], row["max_concurrent_calls"]
+        row["id"],
+        row["name"],
+        row["suspended"],
+        row["created_at"],
+        row["max_concurrent_calls"],
+        row["billing_suspended"],
+        row["service"],
     )
 
 

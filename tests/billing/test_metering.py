@@ -248,7 +248,7 @@ async def test_a_late_charge_the_balance_cannot_pay_is_receivable_and_suspends(
     assert (bill.charged_minor, bill.late_minor) == (3000, 2000)
     assert await _balance(meter, org_id) == (0, 0)
     org = await orgs.get(database.pool, org_id)
-    assert org is not None and org.suspended
+    assert org is not None and org.billing_suspended and not org.suspended
     with pytest.raises(Refused) as refused:
         await meter.authorize(org_id, uuid.uuid4(), 60, key="b")
     assert refused.value.suspended

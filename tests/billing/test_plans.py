@@ -106,4 +106,4 @@ async def test_an_unpayable_fee_becomes_a_receivable_and_suspends(database: Data
     )
     assert shortfall == -49000
     org = await orgs.get(database.pool, org_id)
-    assert org is not None and org.suspended
+    assert org is not None and org.billing_suspended and not org.suspended
