@@ -26,6 +26,7 @@ from typing import Any
 from billing import idempotency
 from billing.ledger import Ledger, LedgerError, request_hash
 from billing.plans import Plans
+from gateway import metrics
 from gateway.storage._db import transaction
 
 ROUNDINGS = ("per_second", "per_started_minute", "60_6")
@@ -85,6 +86,9 @@ class CallGrant:
     # this grant: what the gateway tells a caller about the money left.
     available_minor: int
     plan_remaining_seconds: int | None
+    # Seconds beyond `authorized_seconds` the plan and balance could still pay for now
+    # (None: unlimited): what the gateway warns the caller with.
+    more_seconds: int | None = None
     replayed: bool = False
 
     def to_json(self) -> dict[str, Any]:
@@ -313,6 +317,7 @@ class CallMeter:
                 call.currency,
                 available_after,
                 plan_after,
+                _more_seconds(call, plan_after, available_after),
             )
         raise self._refusal(call, seconds)
 
@@ -446,6 +451,7 @@ class CallMeter:
             left,
             reason or None,
         )
+        metrics.BILLING_SECONDS.labels(status=status).inc(billed)
         return _call(row).bill(replayed=False)
 
     async def _late(self, conn: Any, call: _Call, duration_ms: int, reason: str) -> CallBill:
@@ -473,6 +479,7 @@ class CallMeter:
             more,
             reason or None,
         )
+        metrics.BILLING_SECONDS.labels(status="late").inc(max(0, billed - already))
         return _call(row).bill(replayed=False)
 
     async def _charge_late(self, conn: Any, call: _Call, amount: int, key: str) -> None:
@@ -529,9 +536,32 @@ class CallMeter:
                 await self._settle(conn, call, call.usage_ms, "expired", "expired")
                 settled += 1
         await self.ledger.sweep(ttl)
+        metrics.BILLING_HOLDS_OPEN.set(
+            await self._db.fetchval("SELECT count(*) FROM billing_calls WHERE status = 'open'")
+        )
         return settled
 
     # Lookups ------------------------------------------------------------------------------------
+
+    async def authorization(
+        self, call_id: uuid.UUID, *, org_id: uuid.UUID | None = None
+    ) -> CallGrant:
+        """The call's authorization as it stands (what a heartbeat answers)."""
+        call = await self._get(call_id, org_id)
+        customer = await self.ledger.customer_account(call.org_id, call.currency)
+        plan_left, available = await self._room(self._db, call.org_id, customer.id)
+        held = await self._held_minor(self._db, call_id)
+        return CallGrant(
+            call_id,
+            call.authorized_seconds,
+            0,
+            call.plan_held_seconds,
+            held,
+            call.currency,
+            available,
+            plan_left,
+            _more_seconds(call, plan_left, available),
+        )
 
     async def bill(self, call_id: uuid.UUID, *, org_id: uuid.UUID | None = None) -> CallBill:
         return (await self._get(call_id, org_id)).bill(replayed=False)
@@ -556,6 +586,13 @@ class CallMeter:
         if row is None:
             raise UnknownCall(f"no metered call {call_id}")
         return _call(row)
+
+
+def _more_seconds(call: _Call, plan_left: int | None, available: int) -> int | None:
+    if plan_left is None:
+        return None
+    bought = available * 60 // call.per_minute_minor if call.per_minute_minor else 0
+    return max(0, plan_left) + bought
 
 
 def _check_request(seconds: int, min_seconds: int) -> None:

@@ -120,6 +120,24 @@ class Plans:
         )
         return _sub(row)
 
+    async def switch_now(self, org_id: uuid.UUID, code: str) -> Subscription:
+        """Puts the organisation on `code` for the current period at once, with no fee: an
+        operator's tool (and `make run`'s demo organisation), not a customer's plan change."""
+        plan = await self.plan(code)
+        await self.subscription(org_id)
+        row = await self._db.fetchrow(
+            f"""UPDATE billing_subscriptions
+                SET plan_code = $2, next_plan_code = NULL,
+                    included_seconds = CASE WHEN $3::bigint IS NULL THEN NULL
+                                            ELSE GREATEST($3::bigint, used_seconds + held_seconds)
+                                       END
+                WHERE org_id = $1 RETURNING {_SUB}""",
+            org_id,
+            plan.code,
+            plan.included_seconds,
+        )
+        return _sub(row)
+
     async def rollover(self, org_id: uuid.UUID) -> Subscription:
         """Starts the current month's period if it has not started yet; safe to call often."""
         period = month_start(self.ledger.clock.now())

@@ -93,6 +93,12 @@ def _build_parser() -> argparse.ArgumentParser:
             metavar="N",
             help="gateway processes sharing the gRPC port; worker i serves HTTP on http-port + i",
         )
+        sub.add_argument(
+            "--billing-target",
+            metavar="HOST:PORT",
+            help="meter calls through `voicegw billing serve` there (service key in "
+            "VOICEGW_BILLING_SERVICE_KEY) instead of in this process",
+        )
         sub.set_defaults(handler=handler, long_running=True)
         if name == "serve":  # set by the parent of `--workers N` for each worker it starts
             sub.add_argument("--supervisor-fd", type=int, help=argparse.SUPPRESS)
@@ -179,7 +185,7 @@ def serve_settings(args: argparse.Namespace) -> Settings:
         bare = args.host.strip("[]")
         overrides["grpc_host"] = f"[{bare}]" if ":" in bare else bare  # gRPC wants [v6]
         overrides["http_host"] = bare
-    for flag in ("grpc_port", "http_port", "tls_cert", "tls_key", "workers"):
+    for flag in ("grpc_port", "http_port", "tls_cert", "tls_key", "workers", "billing_target"):
         if getattr(args, flag) is not None:
             overrides[flag] = getattr(args, flag)
     return Settings.load(args.config, **overrides)

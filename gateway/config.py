@@ -141,6 +141,27 @@ class Settings(BaseSettings):
     # client_timeout: HTTP/2 flow control would otherwise hold its call and queue forever.
     client_stall_secs: float = Field(default=5.0, gt=0)
 
+    # Billing (DESIGN §7, issue 4). In this process by default; `billing_target` sends the
+    # gateway's metering to `voicegw billing serve` with a service key from the environment.
+    billing_target: str | None = None
+    billing_service_key: SecretStr | None = None
+    # A call is admitted for `billing_hold_secs` and extended that much again when less than
+    # `billing_extend_lead_secs` is left; the caller is warned when about `billing_warning_secs`
+    # of money or minutes are left, and the closing line starts `billing_closing_secs` before
+    # the money ends, so the call never runs past it.
+    billing_hold_secs: int = Field(default=60, ge=1, le=3600)
+    billing_extend_lead_secs: float = Field(default=20.0, gt=0)
+    billing_warning_secs: float = Field(default=60.0, ge=0)
+    billing_closing_secs: float = Field(default=6.0, gt=0)
+    billing_heartbeat_secs: float = Field(default=15.0, gt=0)
+    # The sweeper settles a call whose heartbeat is older than the TTL, at its last heartbeat.
+    # The TTL outlasts the spool's replay retries, and a real end arriving later than the sweep
+    # is still charged within the grace period.
+    billing_hold_ttl_secs: float = Field(default=600.0, gt=0)
+    billing_late_grace_secs: float = Field(default=86400.0, ge=0)
+    billing_sweep_interval_secs: float = Field(default=30.0, gt=0)
+    billing_spool_retry_secs: float = Field(default=2.0, gt=0)
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -171,6 +192,8 @@ class Settings(BaseSettings):
     def _tls_pair(self) -> Settings:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key must be set together")
+        if self.billing_target and not self.billing_service_key:
+            raise ValueError("billing_target needs VOICEGW_BILLING_SERVICE_KEY (a service key)")
         return self
 
     def database_dsn(self) -> str | None:

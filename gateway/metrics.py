@@ -42,3 +42,25 @@ EVENT_LOOP_LAG = Histogram(
     buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
     registry=REGISTRY,
 )
+BILLING_REFUSALS = Counter(
+    "voicegw_billing_refusals_total",
+    "Calls (or extensions) refused for money, by ErrorInfo reason",
+    ["reason"],
+    registry=REGISTRY,
+)
+BILLING_SECONDS = Counter(
+    "voicegw_billing_seconds_total",
+    "Call seconds billed (after the plan's rounding), by how the call was settled",
+    ["status"],
+    registry=REGISTRY,
+)
+BILLING_HOLDS_OPEN = Gauge(
+    "voicegw_billing_holds_open",
+    "Metered calls with an open authorization, as the sweeper last counted them",
+    registry=REGISTRY,
+)
+BILLING_SPOOLED = Gauge(
+    "voicegw_billing_spooled",
+    "Usage records waiting in the local spool for the billing service to return",
+    registry=REGISTRY,
+)

@@ -10,6 +10,7 @@ import asyncio
 import os
 import signal
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +20,16 @@ from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from loguru import logger
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from voicegw.v1 import voice_pb2, voice_pb2_grpc
+from voicegw.v1 import billing_pb2, billing_pb2_grpc, voice_pb2, voice_pb2_grpc
 
+from billing.gateway_client import CallBilling, LocalBilling, RemoteBilling
+from billing.ledger import Ledger
+from billing.metering import CallMeter
+from billing.service import BillingServicer
+from billing.spool import UsageSpool
 from gateway import metrics
 from gateway.auth import ApiKeyStore
+from gateway.call_metering import MeteringPolicy
 from gateway.call_store import PgAgentDirectory, PgCallStore
 from gateway.config import Settings
 from gateway.db import Database
@@ -36,6 +43,7 @@ from pipelines.builder import Engines, OfflineEngines
 from pipelines.vad_batch import silero_session
 
 VOICE_SERVICE = voice_pb2.DESCRIPTOR.services_by_name["VoiceService"].full_name
+BILLING_SERVICE = billing_pb2.DESCRIPTOR.services_by_name["BillingService"].full_name
 
 
 class Gateway:
@@ -56,6 +64,10 @@ class Gateway:
         self._http: web.AppRunner | None = None
         self.health = GatewayHealth([VOICE_SERVICE])
         self._engines: Engines = engines or OfflineEngines(settings.stt_workers)
+        self.meter: CallMeter | None = None
+        self.billing: CallBilling | None = None
+        self.spool: UsageSpool | None = None
+        self._background: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         settings = self.settings
@@ -65,6 +77,13 @@ class Gateway:
         # The shared VAD model loads here, not inside the first call's set-up on the loop.
         await asyncio.gather(self._engines.start(), asyncio.to_thread(silero_session))
         pool = self.database.pool
+        self.meter = billing_meter(Ledger(pool), settings)
+        self.spool = UsageSpool(settings.state_dir / "billing-spool")
+        remote = None
+        if settings.billing_target and settings.billing_service_key:
+            service_key = settings.billing_service_key.get_secret_value()
+            remote = RemoteBilling(settings.billing_target, service_key)
+        self.billing = remote or LocalBilling(self.meter)
         self.sessions = SessionManager(
             engines=self._engines,
             store=PgCallStore(pool),
@@ -73,6 +92,9 @@ class Gateway:
             org_max_calls=settings.org_max_calls,
             policy=SessionPolicy.from_settings(settings),
             on_load=self.health.on_load,
+            billing=self.billing,
+            spool=self.spool,
+            metering=MeteringPolicy.from_settings(settings),
         )
         keys = ApiKeyStore(pool, settings.resolved_key_pepper())
         self._server = grpc.aio.server(
@@ -91,9 +113,13 @@ class Gateway:
         voice_pb2_grpc.add_VoiceServiceServicer_to_server(
             VoiceService(self.sessions, limits=stream_limits(settings)), self._server
         )
+        billing_pb2_grpc.add_BillingServiceServicer_to_server(
+            BillingServicer(self.meter), self._server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self._server)
         reflection.enable_server_reflection(
-            (VOICE_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
+            (VOICE_SERVICE, BILLING_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME),
+            self._server,
         )
         address = f"{settings.grpc_host}:{settings.grpc_port}"
         if settings.tls_cert and settings.tls_key:
@@ -106,6 +132,15 @@ class Gateway:
         await self.health.start()
         await self._start_http()
         self.loop_monitor.start()
+        if remote is None:  # the billing process sweeps when billing runs apart
+            self._background.append(
+                asyncio.create_task(sweep_forever(self.meter, settings), name="billing-sweeper")
+            )
+        self._background.append(
+            asyncio.create_task(
+                replay_forever(self.spool, self.billing, settings), name="billing-spool"
+            )
+        )
         logger.info(f"gateway listening: grpc={self.grpc_port} http={self.http_port}")
 
     async def _start_http(self) -> None:
@@ -143,10 +178,48 @@ class Gateway:
             await self._server.stop(1.0)
         if self._http is not None:
             await self._http.cleanup()
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        if self.spool is not None and self.billing is not None:
+            await self.spool.replay(self.billing)  # what can still be applied, before closing
+        if isinstance(self.billing, RemoteBilling):
+            await self.billing.close()
         await self.loop_monitor.stop()
         await self._engines.close()
         if self.database is not None and self._owns_database:
             await self.database.close()
+
+
+def billing_meter(ledger: Ledger, settings: Settings) -> CallMeter:
+    return CallMeter(
+        ledger,
+        hold_ttl=timedelta(seconds=settings.billing_hold_ttl_secs),
+        late_grace=timedelta(seconds=settings.billing_late_grace_secs),
+    )
+
+
+async def sweep_forever(meter: CallMeter, settings: Settings) -> None:
+    """Settles calls whose gateway stopped heartbeating (crashed, cut off)."""
+    while True:
+        try:
+            settled = await meter.sweep()
+            if settled:
+                logger.warning(f"billing sweeper settled {settled} silent call(s)")
+        except Exception as error:  # noqa: BLE001 - the next round retries
+            logger.warning(f"billing sweep failed: {type(error).__name__}: {error}")
+        await asyncio.sleep(settings.billing_sweep_interval_secs)
+
+
+async def replay_forever(spool: UsageSpool, billing: CallBilling, settings: Settings) -> None:
+    """Applies spooled usage as soon as billing answers again."""
+    while True:
+        try:
+            if await asyncio.to_thread(spool.pending):
+                await spool.replay(billing)
+        except Exception as error:  # noqa: BLE001 - the next round retries
+            logger.warning(f"billing spool replay failed: {type(error).__name__}: {error}")
+        await asyncio.sleep(settings.billing_spool_retry_secs)
 
 
 def _read_tls(key_path: str | Path, cert_path: str | Path) -> tuple[bytes, bytes]:

@@ -19,12 +19,13 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from loguru import logger
-from pipecat.frames.frames import EndFrame, LLMRunFrame
+from pipecat.frames.frames import EndFrame, LLMRunFrame, TTSSpeakFrame
 from pipecat.observers.user_bot_latency_observer import UserBotLatencyObserver
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.workers.runner import WorkerRunner
 
 from gateway import metrics
+from gateway.call_metering import CallMetering, MeterHooks
 from gateway.config import Settings
 from gateway.logs import call_context, mask_phone
 from gateway.rate_guard import DEFAULT_MAX_SPEED, DEFAULT_WINDOW_SECS, InputRateGuard
@@ -144,8 +145,9 @@ class Session:
         output_rate: int,
         policy: SessionPolicy | None = None,
         on_finished: Callable[[Session], None] | None = None,
+        call_id: uuid.UUID | None = None,
     ) -> None:
-        self.call_id = uuid.uuid4()
+        self.call_id = call_id or uuid.uuid4()
         self.identity = identity
         self.door_name = door_name
         self._engines = engines
@@ -172,6 +174,9 @@ class Session:
         # A pipeline task that ignored cancellation and was left running (see `_abandon`).
         self.abandoned: asyncio.Task[None] | None = None
         self.finished = asyncio.Event()  # set once the call is stored and the door closed
+        # Set by the SessionManager once billing admitted the call (None: not metered).
+        self.metering: CallMetering | None = None
+        self._spoken: set[asyncio.Task[None]] = set()
 
     # CallControl ------------------------------------------------------------------------------
 
@@ -307,6 +312,8 @@ class Session:
             runner = WorkerRunner(handle_sigint=False)
             await runner.add_workers(call.worker)
             run_task = asyncio.create_task(runner.run(), name=f"call-{self.call_id}")
+            if self.metering is not None:
+                self.metering.start(t_start, self._meter_hooks(call.worker))
             self.last_inbound = time.monotonic()
             watch = asyncio.create_task(self._watch_inbound(), name=f"inbound-{self.call_id}")
             waiters: set[asyncio.Future[Any]] = {run_task, self._end}
@@ -334,6 +341,16 @@ class Session:
             await self._finish(door, recorder, started_at, t_start)
         return self.outcome or request
 
+    def _meter_hooks(self, worker: Any) -> MeterHooks:
+        def say(text: str) -> None:
+            # Not part of the conversation the agent reasons about: a notice from the operator.
+            frame = TTSSpeakFrame(text, append_to_context=False)
+            task = asyncio.create_task(worker.queue_frame(frame))
+            self._spoken.add(task)
+            task.add_done_callback(self._spoken.discard)
+
+        return MeterHooks(notify=self._emit, say=say, end=self.request_end)
+
     async def _stop_pipeline(
         self,
         request: EndRequest,
@@ -343,20 +360,36 @@ class Session:
     ) -> None:
         if run_task.done():
             return
-        if request.reason is EndReason.AGENT_GOODBYE:
+        graceful: float | None = None
+        if request.closing_line:
+            # Said, then ended, within the deadline (the money left): never past it.
+            await worker.queue_frames(
+                [TTSSpeakFrame(request.closing_line, append_to_context=False), EndFrame()]
+            )
+            deadline = request.deadline_secs
+            graceful = self._graceful_end_timeout if deadline is None else deadline
+            graceful = min(graceful, self._graceful_end_timeout)
+        elif request.reason is EndReason.AGENT_GOODBYE:
             # EndFrame is ordered: the closing line plays out before the pipeline stops.
             await worker.queue_frame(EndFrame())
-            timeout = self._graceful_end_timeout
-        else:
-            await worker.cancel(reason=request.reason.value)
-            timeout = self._cancel_end_timeout
-        try:
-            await asyncio.wait_for(asyncio.shield(run_task), timeout)
-        except TimeoutError:
-            logger.warning(f"pipeline did not stop within {timeout:g} s; cancelling it")
+            graceful = self._graceful_end_timeout
+        if graceful is not None and await self._stopped_within(run_task, graceful):
+            return
+        await worker.cancel(reason=request.reason.value)
+        if not await self._stopped_within(run_task, self._cancel_end_timeout):
+            logger.warning(
+                f"pipeline did not stop within {self._cancel_end_timeout:g} s; cancelling it"
+            )
             await self._abandon(runner, run_task)
+
+    async def _stopped_within(self, run_task: asyncio.Task[None], secs: float) -> bool:
+        try:
+            await asyncio.wait_for(asyncio.shield(run_task), secs)
+        except TimeoutError:
+            return False
         except Exception as e:  # noqa: BLE001 - the pipeline's own failure is logged, not raised
             logger.warning(f"pipeline ended with {type(e).__name__}: {e}")
+        return True
 
     async def _abandon(self, runner: WorkerRunner, run_task: asyncio.Task[None]) -> None:
         """Cancels the runner and its task, waiting a bounded time: the call row must be
@@ -389,6 +422,11 @@ class Session:
             end_mono = min(end_mono, self.last_inbound_audio or t_start)
         duration_ms = max(0, int((end_mono - t_start) * 1000))
         billed_seconds = math.ceil(duration_ms / 1000)
+        if self.metering is not None:
+            # Finalized before session_ended, so the caller is told what the plan billed.
+            bill = await asyncio.shield(self.metering.finish(duration_ms, request.reason.value))
+            if bill is not None:
+                billed_seconds = bill.billed_seconds
         if recorder is not None:
             recorder.finish()
         summary = CallSummary(

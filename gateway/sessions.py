@@ -19,6 +19,9 @@ from typing import Any, Protocol
 
 from loguru import logger
 
+from billing.gateway_client import CallBilling
+from billing.spool import UsageSpool
+from gateway.call_metering import AdmissionRefused, CallMetering, MeteringPolicy
 from gateway.session import ABANDON_WAIT_SECS, CallIdentity, CallStore, Session, SessionPolicy
 from pipelines.agent_config import AgentConfig
 from pipelines.builder import Engines
@@ -81,6 +84,9 @@ class SessionManager:
         org_max_calls: int = 20,
         policy: SessionPolicy | None = None,
         on_load: LoadListener | None = None,
+        billing: CallBilling | None = None,
+        spool: UsageSpool | None = None,
+        metering: MeteringPolicy | None = None,
     ) -> None:
         self._engines = engines
         self._store = store
@@ -89,6 +95,10 @@ class SessionManager:
         self._max_sessions = max_sessions
         self.org_max_calls = org_max_calls
         self.policy = policy or SessionPolicy()  # for calls opened from now on
+        # None: calls are not metered (component tests); the gateway always meters.
+        self.billing = billing
+        self.spool = spool
+        self.metering = metering or MeteringPolicy()
         self.sessions: dict[uuid.UUID, Session] = {}
         self._per_org: dict[uuid.UUID, int] = {}
         self._abandoned: set[asyncio.Task[None]] = set()
@@ -166,6 +176,20 @@ class SessionManager:
         self._per_org[request.org_id] = self.org_calls(request.org_id) + 1
         self._idle.clear()
         self._report_load()
+        if self.billing is not None:
+            # Registered first, so capacity is held while billing is asked (an await).
+            metering = CallMetering(
+                self.billing, self.spool, self.metering, request.org_id, session.call_id
+            )
+            try:
+                await metering.admit()
+            except AdmissionRefused as refused:
+                self._forget(session)
+                raise SessionRefused(refused.code, refused.message, refused.reason) from None
+            except BaseException:
+                self._forget(session)
+                raise
+            session.metering = metering
         return session
 
     def _forget(self, session: Session) -> None:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 
 import grpc
-from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 from loguru import logger
 from voicegw.v1 import voice_pb2 as pb
@@ -21,6 +19,7 @@ from voicegw.v1 import voice_pb2_grpc
 from gateway import metrics
 from gateway.config import Settings
 from gateway.grpc_auth import current_principal
+from gateway.grpc_errors import status_with_reason
 from gateway.sessions import CallRequest, SessionManager, SessionRefused
 from pipelines.utterances import UtteranceRegistry
 from transports.codecs.formats import FormatError
@@ -30,23 +29,12 @@ from transports.grpc_stream import GrpcStreamDoor, StreamLimits
 from transports.grpc_stream.wire import spec_from_proto
 
 CONFIG_TIMEOUT_SECS = 10.0
-ERROR_DOMAIN = "voicegw.dev"
 VOICE_SCOPE = "voice"
 
 
 def stream_limits(settings: Settings) -> StreamLimits:
     """The per-stream limits the gRPC door enforces, from the gateway's settings."""
     return StreamLimits(client_stall_secs=settings.client_stall_secs)
-
-
-def status_with_reason(code: str, message: str, reason: str | None) -> status_pb2.Status:
-    """A rich status; with a reason it carries google.rpc.ErrorInfo so clients can branch on it."""
-    status = status_pb2.Status(code=code_pb2.Code.Value(code), message=message)
-    if reason:
-        detail = any_pb2.Any()
-        detail.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN))
-        status.details.append(detail)
-    return status
 
 
 class VoiceService(voice_pb2_grpc.VoiceServiceServicer):

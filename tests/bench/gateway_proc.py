@@ -70,6 +70,8 @@ def bench_agent(vad_start_secs: float | None) -> Any:
 
 
 async def _setup_tenant(database: Any, agent: Any) -> str:
+    from billing.ledger import Ledger
+    from billing.plans import Plans
     from gateway.auth import create_api_key
     from gateway.storage import agents, orgs
 
@@ -80,6 +82,8 @@ async def _setup_tenant(database: Any, agent: Any) -> str:
     current = await agents.get_current(database.pool, org.id, BENCH_AGENT)
     if current is None or current.config != config:
         await agents.create_or_new_version(database.pool, org.id, BENCH_AGENT, config)
+    # Metered like any call, on unlimited minutes: the bench measures the voice path.
+    await Plans(Ledger(database.pool)).switch_now(org.id, "enterprise")
     issued = await create_api_key(database.pool, BENCH_PEPPER, org.id, label="bench")
     return issued.key
 

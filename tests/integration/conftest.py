@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from voicegw_client import VoiceClient
 
+from billing.ledger import Ledger
+from billing.plans import Plans
 from gateway.auth import IssuedKey, create_api_key
 from gateway.config import Settings
 from gateway.db import Database
@@ -58,6 +60,8 @@ async def make_tenant(database: Database, agent_config: AgentConfig | None = Non
     config = agent_config or AgentConfig.default_secretary()
     await agents.create_or_new_version(database.pool, org.id, "secretary", config.to_dict())
     issued: IssuedKey = await create_api_key(database.pool, TEST_PEPPER, org.id, label="test")
+    # Unlimited minutes: tests about anything but money should not run out of it.
+    await Plans(Ledger(database.pool)).switch_now(org.id, "enterprise")
     return Tenant(org.id, org.name, issued.key)
 
 

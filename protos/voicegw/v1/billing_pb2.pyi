@@ -36,7 +36,7 @@ class Money(_message.Message):
     def __init__(self, amount_minor: _Optional[int] = ..., currency: _Optional[str] = ...) -> None: ...
 
 class CallAuthorization(_message.Message):
-    __slots__ = ("call_id", "authorized_seconds", "granted_seconds", "plan_seconds", "held", "available", "plan_remaining_seconds", "replayed")
+    __slots__ = ("call_id", "authorized_seconds", "granted_seconds", "plan_seconds", "held", "available", "plan_remaining_seconds", "replayed", "more_seconds")
     CALL_ID_FIELD_NUMBER: _ClassVar[int]
     AUTHORIZED_SECONDS_FIELD_NUMBER: _ClassVar[int]
     GRANTED_SECONDS_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +45,7 @@ class CallAuthorization(_message.Message):
     AVAILABLE_FIELD_NUMBER: _ClassVar[int]
     PLAN_REMAINING_SECONDS_FIELD_NUMBER: _ClassVar[int]
     REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    MORE_SECONDS_FIELD_NUMBER: _ClassVar[int]
     call_id: str
     authorized_seconds: int
     granted_seconds: int
@@ -53,7 +54,8 @@ class CallAuthorization(_message.Message):
     available: Money
     plan_remaining_seconds: int
     replayed: bool
-    def __init__(self, call_id: _Optional[str] = ..., authorized_seconds: _Optional[int] = ..., granted_seconds: _Optional[int] = ..., plan_seconds: _Optional[int] = ..., held: _Optional[_Union[Money, _Mapping]] = ..., available: _Optional[_Union[Money, _Mapping]] = ..., plan_remaining_seconds: _Optional[int] = ..., replayed: _Optional[bool] = ...) -> None: ...
+    more_seconds: int
+    def __init__(self, call_id: _Optional[str] = ..., authorized_seconds: _Optional[int] = ..., granted_seconds: _Optional[int] = ..., plan_seconds: _Optional[int] = ..., held: _Optional[_Union[Money, _Mapping]] = ..., available: _Optional[_Union[Money, _Mapping]] = ..., plan_remaining_seconds: _Optional[int] = ..., replayed: _Optional[bool] = ..., more_seconds: _Optional[int] = ...) -> None: ...
 
 class AuthorizeCallRequest(_message.Message):
     __slots__ = ("organization_id", "call_id", "seconds", "min_seconds", "idempotency_key")

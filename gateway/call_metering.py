@@ -1,0 +1,243 @@
+"""One call's metering (DESIGN §4 steps 2 and 4): admit, extend ahead, warn, close, finalize.
+
+Every door's call goes through this, so a call never starts unpaid, never runs past what it
+holds, and is finalized once. Time is the gateway's monotonic clock from `session_started`.
+
+When billing is unreachable mid-call the call runs on its current authorization: heartbeats
+and the final duration go to the durable spool and are applied when billing returns. When the
+authorization runs out and nothing more could be granted (money gone, or billing still away)
+the caller hears a closing line that ends before the authorization does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from loguru import logger
+
+from billing.gateway_client import BillingUnavailable, CallBilling
+from billing.ledger import LedgerError
+from billing.metering import CallBill, CallGrant, Refused
+from billing.spool import SpoolRecord, UsageSpool
+from gateway import metrics
+from gateway.config import Settings
+from transports.events import BillingEvent, EndReason, EndRequest
+
+TICK_SECS = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class MeteringPolicy:
+    hold_secs: int = 60
+    extend_lead_secs: float = 20.0
+    warning_secs: float = 60.0
+    closing_secs: float = 6.0
+    heartbeat_secs: float = 15.0
+    warning_line: str = "Just so you know, about a minute of call time is left."
+    closing_line: str = "I'm sorry, the call time on this account has run out. Goodbye."
+    outage_line: str = "I'm sorry, we have to end the call now. Please call again later."
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MeteringPolicy:
+        return cls(
+            hold_secs=settings.billing_hold_secs,
+            extend_lead_secs=settings.billing_extend_lead_secs,
+            warning_secs=settings.billing_warning_secs,
+            closing_secs=settings.billing_closing_secs,
+            heartbeat_secs=settings.billing_heartbeat_secs,
+        )
+
+
+class AdmissionRefused(Exception):
+    """Billing will not admit the call: gRPC code name, message, ErrorInfo reason."""
+
+    def __init__(self, code: str, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.reason = code, message, reason
+
+
+@dataclass(slots=True)
+class MeterHooks:
+    """What metering may do to its call: tell the caller, say a line, end the call."""
+
+    notify: Callable[[BillingEvent], None]
+    say: Callable[[str], None]
+    end: Callable[[EndRequest], None]
+
+
+class CallMetering:
+    def __init__(
+        self,
+        billing: CallBilling,
+        spool: UsageSpool | None,
+        policy: MeteringPolicy,
+        org_id: uuid.UUID,
+        call_id: uuid.UUID,
+    ) -> None:
+        self._billing = billing
+        self._spool = spool
+        self.policy = policy
+        self.org_id = org_id
+        self.call_id = call_id
+        self.grant: CallGrant | None = None
+        self.exhausted = False  # nothing more will be granted: the money is gone
+        self.warned = False
+        self.closing = False
+        self.bill: CallBill | None = None
+        self._extensions = 0
+        self._task: asyncio.Task[None] | None = None
+        self._finished = False
+
+    @property
+    def authorized_seconds(self) -> int:
+        return self.grant.authorized_seconds if self.grant else 0
+
+    async def admit(self) -> CallGrant:
+        """Holds the first `hold_secs` before the call is answered; refuses otherwise."""
+        try:
+            self.grant = await self._billing.authorize(
+                self.org_id,
+                self.call_id,
+                self.policy.hold_secs,
+                min_seconds=1,
+                key=f"authorize:{self.call_id}",
+            )
+        except Refused as refused:
+            metrics.BILLING_REFUSALS.labels(reason=refused.reason).inc()
+            raise AdmissionRefused("RESOURCE_EXHAUSTED", str(refused), refused.reason) from None
+        except BillingUnavailable as error:
+            # Fails closed: a call nobody can bill is not answered.
+            raise AdmissionRefused(
+                "UNAVAILABLE", f"billing is unreachable; call again later ({error})"
+            ) from None
+        except LedgerError as error:
+            raise AdmissionRefused("FAILED_PRECONDITION", str(error)) from None
+        self.exhausted = self.grant.granted_seconds < self.policy.hold_secs
+        return self.grant
+
+    def start(self, started_at: float, hooks: MeterHooks) -> None:
+        self._task = asyncio.create_task(
+            self._watch(started_at, hooks), name=f"metering-{self.call_id}"
+        )
+
+    async def _watch(self, started_at: float, hooks: MeterHooks) -> None:
+        policy = self.policy
+        last_beat = started_at
+        outage_since: float | None = None
+        while True:
+            now = time.monotonic()
+            elapsed = now - started_at
+            usage_ms = int(elapsed * 1000)
+            remaining = self.authorized_seconds - elapsed
+            if not self.exhausted and remaining <= policy.extend_lead_secs:
+                try:
+                    await self._extend(usage_ms)
+                    last_beat, outage_since = now, None
+                except BillingUnavailable:
+                    outage_since = outage_since or now
+                    await self._spool_usage(usage_ms)
+                remaining = self.authorized_seconds - (time.monotonic() - started_at)
+            elif now - last_beat >= policy.heartbeat_secs:
+                last_beat = now
+                try:
+                    await self._billing.heartbeat(self.call_id, usage_ms)
+                    outage_since = None
+                except BillingUnavailable:
+                    outage_since = outage_since or now
+                    await self._spool_usage(usage_ms)
+                except LedgerError as error:
+                    logger.warning(f"billing heartbeat refused: {error}")
+            more = 0 if self.exhausted else self.grant.more_seconds if self.grant else 0
+            left = remaining + (more if more is not None else math.inf)
+            if not self.warned and not self.closing and left <= policy.warning_secs:
+                self.warned = True
+                self._warn(hooks, max(0, int(left)))
+            stuck = self.exhausted or outage_since is not None
+            if stuck and not self.closing and remaining <= policy.closing_secs:
+                self.closing = True
+                reason = EndReason.BALANCE_EXHAUSTED if self.exhausted else EndReason.ERROR
+                line = policy.closing_line if self.exhausted else policy.outage_line
+                detail = (
+                    "the balance cannot pay for more of this call"
+                    if self.exhausted
+                    else "billing is unreachable and the call's authorization ran out"
+                )
+                hooks.end(
+                    EndRequest(
+                        reason,
+                        detail,
+                        closing_line=line,
+                        deadline_secs=max(0.0, remaining),
+                    )
+                )
+            if remaining <= 0 and stuck:
+                return
+            await asyncio.sleep(TICK_SECS)
+
+    async def _extend(self, usage_ms: int) -> None:
+        self._extensions += 1
+        try:
+            grant = await self._billing.extend(
+                self.call_id,
+                self.policy.hold_secs,
+                min_seconds=1,
+                usage_ms=usage_ms,
+                key=f"extend:{self.call_id}:{self._extensions}",
+            )
+        except Refused as refused:
+            metrics.BILLING_REFUSALS.labels(reason=refused.reason).inc()
+            logger.info(f"call extension refused: {refused.reason}: {refused}")
+            self.exhausted = True
+            return
+        except LedgerError as error:
+            logger.warning(f"call extension failed: {error}")
+            self.exhausted = True
+            return
+        self.grant = grant
+        if grant.granted_seconds < self.policy.hold_secs:
+            self.exhausted = True
+
+    def _warn(self, hooks: MeterHooks, seconds_left: int) -> None:
+        grant = self.grant
+        on_plan = grant is not None and grant.plan_seconds > 0 and grant.held_minor == 0
+        hooks.notify(
+            BillingEvent(
+                "minutes_left" if on_plan else "low_balance",
+                seconds_left=seconds_left,
+                balance_minor=grant.available_minor if grant else 0,
+                currency=grant.currency if grant else "",
+            )
+        )
+        hooks.say(self.policy.warning_line)
+
+    async def _spool_usage(self, usage_ms: int) -> None:
+        if self._spool is not None:
+            record = SpoolRecord("heartbeat", str(self.call_id), usage_ms)
+            await asyncio.to_thread(self._spool.put, record)
+
+    async def finish(self, duration_ms: int, reason: str) -> CallBill | None:
+        """Finalizes once with the call's duration; spools it when billing is away."""
+        if self._finished:
+            return self.bill
+        self._finished = True
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        key = f"finalize:{self.call_id}"
+        try:
+            self.bill = await self._billing.finalize(
+                self.call_id, duration_ms, reason=reason, key=key
+            )
+        except BillingUnavailable:
+            logger.warning("billing unreachable at the end of the call; usage spooled")
+            if self._spool is not None:
+                record = SpoolRecord("finalize", str(self.call_id), duration_ms, reason, key)
+                await asyncio.to_thread(self._spool.put, record)
+        except LedgerError as error:
+            logger.error(f"finalizing the call's billing failed: {error}")
+        return self.bill
