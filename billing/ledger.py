@@ -25,7 +25,9 @@ import asyncpg
 
 from gateway.storage._db import Queryable, transaction
 
-SystemAccountKind = Literal["revenue", "clearing_stripe", "clearing_yookassa", "receivable"]
+SystemAccountKind = Literal[
+    "revenue", "clearing_stripe", "clearing_yookassa", "receivable", "adjustment"
+]
 DEFAULT_CURRENCY = "RUB"
 
 

@@ -42,3 +42,15 @@ EVENT_LOOP_LAG = Histogram(
     buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0),
     registry=REGISTRY,
 )
+PAYMENT_WEBHOOKS = Counter(
+    "voicegw_payment_webhooks_total",
+    "Payment provider webhooks, by what handling them did (credited, duplicate, rejected, ...)",
+    ["provider", "outcome"],
+    registry=REGISTRY,
+)
+RECEIVABLES = Counter(
+    "voicegw_billing_receivable_minor_total",
+    "Debits the balance could not cover, posted to the receivable account (minor units)",
+    ["currency"],
+    registry=REGISTRY,
+)
