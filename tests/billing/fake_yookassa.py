@@ -41,6 +41,8 @@ class FakeYooKassa:
     payments: dict[str, dict[str, Any]] = field(default_factory=dict)
     refunds: dict[str, dict[str, Any]] = field(default_factory=dict)
     by_key: dict[str, str] = field(default_factory=dict)
+    # Answer this many payment creations with YooKassa's 500 (after recording them).
+    fail_next: int = 0
 
     def app(self) -> web.Application:
         app = web.Application()
@@ -64,6 +66,9 @@ class FakeYooKassa:
         body = await self._record(request)
         if not self._authorised(request):
             return _error(401, "invalid_credentials", "Authentication by given credentials failed")
+        if self.fail_next:
+            self.fail_next -= 1
+            return _error(500, "internal_server_error", "Internal server error")
         key = request.headers.get("Idempotence-Key")
         if not key:
             return _error(400, "invalid_request", "Idempotence-Key header is required")
