@@ -21,6 +21,9 @@ from loguru import logger
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from voicegw.v1 import voice_pb2, voice_pb2_grpc
 
+from billing.ledger import Ledger
+from billing.payments import Payments
+from billing.webhooks import webhook_routes
 from gateway import metrics
 from gateway.auth import ApiKeyStore
 from gateway.call_store import PgAgentDirectory, PgCallStore
@@ -52,6 +55,9 @@ class Gateway:
         self.http_port = 0
         self.loop_monitor = LoopLagMonitor()
         self.sessions: SessionManager | None = None
+        # Built from VOICEGW_ payment settings at start unless injected; an unconfigured
+        # provider's webhook answers 503 (billing/webhooks.py).
+        self.payments: Payments | None = None
         self._server: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
         self.health = GatewayHealth([VOICE_SERVICE])
@@ -125,6 +131,10 @@ class Gateway:
         app = web.Application()
         app.router.add_get("/metrics", metrics_handler)
         app.router.add_get("/healthz", healthz)
+        if self.payments is None and self.database is not None:
+            self.payments = Payments(Ledger(self.database.pool))
+        if self.payments is not None:
+            app.add_routes(webhook_routes(self.payments))
         self._http = web.AppRunner(app, access_log=None)
         await self._http.setup()
         site = web.TCPSite(self._http, self.settings.http_host, self.settings.http_port)

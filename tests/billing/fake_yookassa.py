@@ -132,14 +132,15 @@ class FakeYooKassa:
 
     def refund(self, payment_id: str, value: str, status: str = "succeeded") -> dict[str, Any]:
         payment = self.payments[payment_id]
-        refund = {
-            "id": _object_id(),
+        refund_id = _object_id()
+        refund: dict[str, Any] = {
+            "id": refund_id,
             "payment_id": payment_id,
             "status": status,
             "created_at": _now(),
             "amount": {"value": value, "currency": payment["amount"]["currency"]},
         }
-        self.refunds[refund["id"]] = refund
+        self.refunds[refund_id] = refund
         return refund
 
 

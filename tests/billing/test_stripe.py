@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
+from pydantic import SecretStr
 
 from billing.funds import Funds
 from billing.ledger import IdempotencyConflict, Ledger
@@ -40,8 +41,8 @@ Client = TestClient[web.Request, web.Application]
 @pytest.fixture
 def payments(database: Database, fake_stripe: FakeStripe, clock: FakeClock) -> Payments:
     settings = PaymentSettings(
-        stripe_secret_key=SECRET_KEY,
-        stripe_webhook_secret=WEBHOOK_SECRET,
+        stripe_secret_key=SecretStr(SECRET_KEY),
+        stripe_webhook_secret=SecretStr(WEBHOOK_SECRET),
         stripe_api_base=fake_stripe.url,
         public_base_url="https://voicegw.example",
     )
