@@ -53,6 +53,8 @@ __all__ = [
 # Outcomes after which a redelivered event needs no work. A rejected one may be retried: a
 # YooKassa notification that arrived before its payment settled is sent again, and must count.
 FINAL_OUTCOMES = frozenset({"credited", "debited", "duplicate", "ignored", "canceled"})
+# Outcomes (prefixes) the provider is asked to redeliver, with a non-2xx status.
+RETRY = "retry"
 
 
 @dataclass(frozen=True, slots=True)
@@ -479,7 +481,9 @@ class Payments:
             if row is None:
                 return "ignored"  # not a payment of ours (the account may sell other things)
             if row["credited_transaction_id"] is None:
-                return "rejected: the payment was never credited"
+                # Reports can overtake each other: answered with a retry status, so the provider
+                # redelivers this one after the payment's own report has credited it.
+                return "retry: the payment is not credited yet"
             if currency != row["currency"]:
                 return "rejected: currency differs from the payment"
             if refunded_total is not None:

@@ -4,11 +4,12 @@ The routes exist whether or not a provider is configured; an unconfigured one an
 "payments not configured", which a provider retries and an operator can see in its dashboard,
 instead of a 404 that looks like a wrong URL.
 
-Status codes follow what makes providers retry: 400 (Stripe: not provably signed now; YooKassa:
-not a notification) and 403 (not from YooKassa's networks) are never worth retrying and move no
-money; 503 when we could not ask YooKassa (it redelivers for 24 h); 200 once handled, including
-duplicates, ignored events and reports whose re-fetch does not match (the outcome is in the body
-and in the inbox).
+Status codes follow what makes providers retry (any non-2xx): 400 (Stripe: not provably signed
+now; YooKassa: not a notification) and 403 (not from YooKassa's networks) move no money, and a
+redelivery gets the same answer; 503 when we could not ask YooKassa (it redelivers for 24 h); 409
+for a refund or dispute of a payment whose own report has not been handled yet (so it comes back
+later); 200 once handled, including duplicates, ignored events and reports whose re-fetch does
+not match (the outcome is in the body and in the inbox).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from aiohttp import web
 from loguru import logger
 
 from billing.payment_types import Provider, ProviderError
-from billing.payments import Payments
+from billing.payments import RETRY, Payments
 from billing.source_ip import client_address, within
 from billing.stripe_provider import BadSignature
 from gateway import metrics
@@ -49,7 +50,7 @@ async def _handle(
     outcome = await act()
     await payments.record_event(provider, event_id, event_type, payload, outcome)
     logger.info(f"{provider} webhook {event_type} {event_id}: {outcome}")
-    return _answer(provider, outcome)
+    return _answer(provider, outcome, 409 if outcome.startswith(RETRY) else 200)
 
 
 def webhook_routes(payments: Payments) -> list[web.RouteDef]:

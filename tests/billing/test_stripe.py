@@ -400,6 +400,24 @@ async def test_a_refund_beyond_the_balance_becomes_a_receivable_and_suspends(
     assert not await _suspended(database, org)
 
 
+async def test_a_refund_that_overtakes_its_payment_is_redelivered(
+    client: Client, payments: Payments, fake_stripe: FakeStripe, org: Organization
+) -> None:
+    """Stripe does not promise order: a refund reported before the payment's own completion
+    gets 409, so Stripe sends it again, and counts then."""
+    top_up = await _top_up(payments, org, 4_000)
+    session = fake_stripe.pay(fake_stripe.session_id(top_up.redirect_url))
+    refund = event("charge.refunded", charge(session, amount_refunded=4_000))
+    status, body = await _deliver(client, payments, refund)
+    assert (status, body["outcome"]) == (409, "retry: the payment is not credited yet")
+    assert await _balance(payments, org) == 0
+    completed = event("checkout.session.completed", session)
+    assert await _deliver(client, payments, completed) == (200, {"outcome": "credited"})
+    assert await _deliver(client, payments, refund) == (200, {"outcome": "debited"})
+    assert await _balance(payments, org) == 0
+    assert await Funds(payments.ledger).outstanding(org.id, "RUB") == 0
+
+
 async def test_a_dispute_is_debited_once(
     client: Client,
     payments: Payments,

@@ -333,6 +333,18 @@ async def test_a_refund_is_debited_once_and_a_shortfall_suspends(
     assert (row["status"], row["refunded_minor"]) == ("partially_refunded", 4_000)
 
 
+async def test_a_refund_before_its_payment_is_credited_is_redelivered(
+    client: Client, payments: Payments, fake: FakeYooKassa, org: Organization
+) -> None:
+    payment_id = _provider_id(fake, await _top_up(payments, org, 2_000))
+    payment = fake.succeed(payment_id)
+    refund = notification("refund.succeeded", fake.refund(payment_id, "20.00"))
+    assert await _notify(client, refund) == (409, "retry: the payment is not credited yet")
+    assert await _notify(client, notification("payment.succeeded", payment)) == (200, "credited")
+    assert await _notify(client, refund) == (200, "debited")
+    assert await _balance(payments, org) == 0
+
+
 async def test_only_yookassa_networks_are_believed(
     database: Database, fake_yookassa: tuple[FakeYooKassa, str], org: Organization
 ) -> None:
