@@ -39,7 +39,9 @@ __all__ = [
     "LedgerError",
 ]
 
-SystemAccountKind = Literal["revenue", "clearing_stripe", "clearing_yookassa", "receivable"]
+SystemAccountKind = Literal[
+    "revenue", "clearing_stripe", "clearing_yookassa", "receivable", "adjustment"
+]
 DEFAULT_CURRENCY = "RUB"
 
 

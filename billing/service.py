@@ -21,6 +21,12 @@ from voicegw.v1 import billing_pb2_grpc
 
 from billing.ledger import IdempotencyConflict, Ledger, LedgerError
 from billing.metering import CallBill, CallMeter, CallNotOpen, Refused, UnknownCall
+from billing.payment_types import (
+    CurrencyMismatch,
+    PaymentError,
+    PaymentsNotConfigured,
+    ProviderError,
+)
 from billing.plans import Plans
 from billing.wire import UNREACHABLE, bill_to_proto, grant_to_proto, money
 from gateway import metrics
@@ -433,8 +439,15 @@ async def _answer(context: grpc.aio.ServicerContext, run: Callable[[], Awaitable
     except CallNotOpen as closed:
         failure = ("FAILED_PRECONDITION", str(closed), None)
     except LedgerError as error:
-        code = "FAILED_PRECONDITION" if type(error).__name__ == "CurrencyMismatch" else None
-        failure = (code or "INVALID_ARGUMENT", str(error), None)
+        failure = ("INVALID_ARGUMENT", str(error), None)
+    except CurrencyMismatch as error:
+        failure = ("FAILED_PRECONDITION", str(error), None)
+    except PaymentsNotConfigured as error:
+        failure = ("FAILED_PRECONDITION", str(error), None)
+    except ProviderError as error:
+        failure = ("UNAVAILABLE", str(error), None)
+    except PaymentError as error:
+        failure = ("INVALID_ARGUMENT", str(error), None)
     except UNREACHABLE as error:
         failure = ("UNAVAILABLE", f"the billing database is unreachable: {error}", None)
     code, message, reason = failure

@@ -64,3 +64,15 @@ BILLING_SPOOLED = Gauge(
     "Usage records waiting in the local spool for the billing service to return",
     registry=REGISTRY,
 )
+PAYMENT_WEBHOOKS = Counter(
+    "voicegw_payment_webhooks_total",
+    "Payment provider webhooks, by what handling them did (credited, duplicate, rejected, ...)",
+    ["provider", "outcome"],
+    registry=REGISTRY,
+)
+RECEIVABLES = Counter(
+    "voicegw_billing_receivable_minor_total",
+    "Debits the balance could not cover, posted to the receivable account (minor units)",
+    ["currency"],
+    registry=REGISTRY,
+)

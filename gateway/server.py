@@ -27,6 +27,9 @@ from billing.ledger import Ledger
 from billing.metering import CallMeter
 from billing.service import BillingServicer
 from billing.spool import UsageSpool
+from billing.funds import Funds
+from billing.payments import Payments
+from billing.webhooks import webhook_routes
 from gateway import metrics
 from gateway.auth import ApiKeyStore
 from gateway.call_metering import MeteringPolicy
@@ -60,6 +63,9 @@ class Gateway:
         self.http_port = 0
         self.loop_monitor = LoopLagMonitor()
         self.sessions: SessionManager | None = None
+        # Built from VOICEGW_ payment settings at start unless injected; an unconfigured
+        # provider's webhook answers 503 (billing/webhooks.py).
+        self.payments: Payments | None = None
         self._server: grpc.aio.Server | None = None
         self._http: web.AppRunner | None = None
         self.health = GatewayHealth([VOICE_SERVICE])
@@ -78,6 +84,8 @@ class Gateway:
         await asyncio.gather(self._engines.start(), asyncio.to_thread(silero_session))
         pool = self.database.pool
         self.meter = billing_meter(Ledger(pool), settings)
+        if self.payments is None:
+            self.payments = Payments(self.meter.ledger)
         self.spool = UsageSpool(settings.state_dir / "billing-spool")
         remote = None
         if settings.billing_target and settings.billing_service_key:
@@ -114,7 +122,8 @@ class Gateway:
             VoiceService(self.sessions, limits=stream_limits(settings)), self._server
         )
         billing_pb2_grpc.add_BillingServiceServicer_to_server(
-            BillingServicer(self.meter), self._server
+            BillingServicer(self.meter, funds=Funds(self.meter.ledger), payments=self.payments),
+            self._server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health.servicer, self._server)
         reflection.enable_server_reflection(
@@ -160,6 +169,10 @@ class Gateway:
         app = web.Application()
         app.router.add_get("/metrics", metrics_handler)
         app.router.add_get("/healthz", healthz)
+        if self.payments is None and self.database is not None:
+            self.payments = Payments(Ledger(self.database.pool))
+        if self.payments is not None:
+            app.add_routes(webhook_routes(self.payments))
         self._http = web.AppRunner(app, access_log=None)
         await self._http.setup()
         site = web.TCPSite(self._http, self.settings.http_host, self.settings.http_port)
