@@ -12,13 +12,14 @@ import base64
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import TypeVar
 
 import grpc
 from grpc_status import rpc_status
 from voicegw.v1 import billing_pb2 as pb
 from voicegw.v1 import billing_pb2_grpc
 
+from billing.funds import Funds
 from billing.ledger import IdempotencyConflict, Ledger, LedgerError
 from billing.metering import CallBill, CallMeter, CallNotOpen, Refused, UnknownCall
 from billing.payment_types import (
@@ -27,6 +28,7 @@ from billing.payment_types import (
     PaymentsNotConfigured,
     ProviderError,
 )
+from billing.payments import Payments
 from billing.plans import Plans
 from billing.wire import UNREACHABLE, bill_to_proto, grant_to_proto, money
 from gateway import metrics
@@ -45,50 +47,6 @@ _ROUNDING = {
 _PROVIDERS = {pb.PAYMENT_PROVIDER_STRIPE: "stripe", pb.PAYMENT_PROVIDER_YOOKASSA: "yookassa"}
 
 T = TypeVar("T")
-
-
-class Funds(Protocol):
-    async def credit(
-        self,
-        org_id: uuid.UUID,
-        amount_minor: int,
-        currency: str,
-        *,
-        source: str,
-        key: str,
-        request: dict[str, Any],
-        result: dict[str, Any] | None = None,
-    ) -> Any: ...
-
-    async def debit(
-        self,
-        org_id: uuid.UUID,
-        amount_minor: int,
-        currency: str,
-        *,
-        source: str,
-        key: str,
-        request: dict[str, Any],
-        result: dict[str, Any] | None = None,
-    ) -> Any: ...
-
-    async def outstanding(self, org_id: uuid.UUID, currency: str) -> int: ...
-
-
-class Payments(Protocol):
-    async def create_top_up(
-        self,
-        org_id: uuid.UUID,
-        *,
-        provider: str,
-        amount_minor: int,
-        currency: str,
-        idempotency_key: str,
-        purpose: str = ...,
-        plan_code: str | None = ...,
-        return_url: str | None = ...,
-        receipt_email: str | None = ...,
-    ) -> Any: ...
 
 
 class _Abort(Exception):

@@ -22,13 +22,13 @@ from loguru import logger
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from voicegw.v1 import billing_pb2, billing_pb2_grpc, voice_pb2, voice_pb2_grpc
 
+from billing.funds import Funds
 from billing.gateway_client import CallBilling, LocalBilling, RemoteBilling
 from billing.ledger import Ledger
 from billing.metering import CallMeter
+from billing.payments import Payments
 from billing.service import BillingServicer
 from billing.spool import UsageSpool
-from billing.funds import Funds
-from billing.payments import Payments
 from billing.webhooks import webhook_routes
 from gateway import metrics
 from gateway.auth import ApiKeyStore
