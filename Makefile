@@ -37,7 +37,8 @@ lint: install
 	.venv/bin/python -m gateway.tools.gen_protos --check --lint
 
 # Not part of `make test`: minutes long, and wants an otherwise idle machine with 2+ CPUs.
-# BENCH_ARGS go to the call benchmark, e.g. BENCH_ARGS="--calls-only --n 1,10 --profile 10".
+# BENCH_ARGS go to the call benchmark, e.g. BENCH_ARGS="--calls-only --n 1,10 --profile 10";
+# BENCH_ARGS="--ledger-only [--n 1,4,16,64 --seconds 5]" runs only the ledger throughput one.
 bench: install
 	.venv/bin/python -m tests.bench.run $(BENCH_ARGS)
 

@@ -1,4 +1,4 @@
-"""`voicegw`: run the gateway and administer organisations, API keys and agents.
+"""`voicegw`: run the gateway and administer organisations, API keys, agents and billing.
 
 Admin commands print their result on stdout (a new key is the only thing `apikey create` prints,
 so `KEY=$(voicegw apikey create --org acme)` works) and a one-line reason on stderr when they
@@ -17,9 +17,12 @@ import sys
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.config import Settings
+
+if TYPE_CHECKING:
+    from gateway.storage.orgs import Organization
 
 Handler = Callable[[argparse.Namespace, list[str]], int]
 
@@ -162,6 +165,12 @@ def _build_parser() -> argparse.ArgumentParser:
     agent_list.add_argument("--org", default="default")
     agent_list.set_defaults(handler=_cmd_agent_list)
 
+    # Its own module keeps this one small; imported here, after this module has loaded, since
+    # it builds on this module's plumbing.
+    from gateway import billing_cli
+
+    billing_cli.add_commands(commands)
+
     say = commands.add_parser("say", help="speak TEXT with espeak-ng into a WAV (test audio)")
     say.add_argument("text")
     say.add_argument("--out", required=True, type=Path, help="WAV file to write")
@@ -208,13 +217,17 @@ def _with_db(args: argparse.Namespace, work: Callable[[Any], Awaitable[int]]) ->
     return asyncio.run(run())
 
 
-async def _org_id(db: Any, name: str) -> uuid.UUID:
+async def _org(db: Any, name: str) -> Organization:
     from gateway.storage import orgs
 
     org = await orgs.get_by_name(db.pool, name)
     if org is None:
         raise CliError(f"no organisation named {name!r} (create it: voicegw org create {name})")
-    return org.id
+    return org
+
+
+async def _org_id(db: Any, name: str) -> uuid.UUID:
+    return (await _org(db, name)).id
 
 
 def _run_entry(fn: Callable[..., Any], *fn_args: Any) -> int:
@@ -331,14 +344,15 @@ def _cmd_org_limit(args: argparse.Namespace, _: list[str]) -> int:
 
 def _cmd_key_create(args: argparse.Namespace, _: list[str]) -> int:
     from gateway.auth import DEFAULT_SCOPES, create_api_key
+    from gateway.billing_cli import refuse_gateway_scope
 
     pepper = _settings(args).resolved_key_pepper()
+    scopes = args.scopes or DEFAULT_SCOPES
 
     async def work(db: Any) -> int:
-        org_id = await _org_id(db, args.org)
-        issued = await create_api_key(
-            db.pool, pepper, org_id, scopes=args.scopes or DEFAULT_SCOPES, label=args.label
-        )
+        org = await _org(db, args.org)
+        refuse_gateway_scope(org, scopes)
+        issued = await create_api_key(db.pool, pepper, org.id, scopes=scopes, label=args.label)
         print(issued.key)
         print(
             f"created key {issued.record.prefix} for {args.org} "

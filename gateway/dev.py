@@ -1,8 +1,9 @@
 """`voicegw dev` (what `make run` starts): the gateway with everything a newcomer needs.
 
 Embedded PostgreSQL (unless DATABASE_URL is set), migrations, the organisation `default` with
-the built-in secretary agent, and a development API key written once to `.voicegw/dev-api-key`
-(mode 0600) and reused on later runs, so the README's `voicegw talk` line just works.
+the built-in secretary agent on the unlimited `enterprise` plan, and a development API key written
+once to `.voicegw/dev-api-key` (mode 0600) and reused on later runs, so the README's
+`voicegw talk` line just works.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
+from billing.ledger import Ledger
+from billing.operator import switch_plan_now
+from billing.plans import Plans
 from gateway.auth import ApiKeyStore
 from gateway.config import Settings
 from gateway.db import Database
@@ -27,16 +31,24 @@ if TYPE_CHECKING:
 DEFAULT_ORG = "default"
 DEFAULT_AGENT = "secretary"
 DEV_KEY_FILE = "dev-api-key"
+DEV_PLAN = "enterprise"
 
 
 async def ensure_default_tenant(db: Database) -> Any:
-    """Organisation `default` with the secretary agent; leaves existing versions alone."""
+    """Organisation `default` with the secretary agent; leaves existing versions alone.
+
+    The organisation is put on `enterprise` at every start, as `voicegw billing plan --now`
+    does (no fee): it has no money, so on `payg` its calls would be refused, and a month's
+    fee it cannot pay would suspend it. A plan set by hand on `default` therefore lasts until
+    the next start; try billing on another organisation.
+    """
     org = await orgs.get_by_name(db.pool, DEFAULT_ORG)
     if org is None:
         org = await orgs.create(db.pool, DEFAULT_ORG)
     if await agents.get_current(db.pool, org.id, DEFAULT_AGENT) is None:
         config = AgentConfig.default_secretary()
         await agents.create_or_new_version(db.pool, org.id, DEFAULT_AGENT, config.to_dict())
+    await switch_plan_now(Plans(Ledger(db.pool)), org.id, DEV_PLAN)
     return org
 
 

@@ -41,13 +41,16 @@ def _row(row: Any) -> Organization:
     )
 
 
-async def create(db: Queryable, name: str) -> Organization:
-    """Create an organisation; `AlreadyExists` if the name is taken."""
+async def create(db: Queryable, name: str, *, service: bool = False) -> Organization:
+    """Create an organisation (a `service` one acts for the gateway); `AlreadyExists` if the
+    name is taken."""
     if not name.strip():
         raise ValueError("organisation name must not be empty")
     try:
         row = await db.fetchrow(
-            f"INSERT INTO organizations (name) VALUES ($1) RETURNING {_COLUMNS}", name
+            f"INSERT INTO organizations (name, service) VALUES ($1, $2) RETURNING {_COLUMNS}",
+            name,
+            service,
         )
     except asyncpg.UniqueViolationError:
         raise AlreadyExists(f"organisation {name!r} already exists") from None

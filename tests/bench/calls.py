@@ -35,6 +35,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
 
+from tests.bench.doc_sections import carry
 from tests.bench.gateway_proc import REPO, proc_cpu_rss
 
 DOC = REPO / "docs" / "PERFORMANCE.md"
@@ -618,15 +619,17 @@ def write_doc(
         "",
         "## How to run",
         "",
-        "`make bench` runs the engine benchmarks and this one (N = 1, 5, 10, 15, 25, 50, every "
-        "N even past the aims) and rewrites this file; `make bench BENCH_ARGS=--calls-only` "
-        "skips the engine benchmarks (~7 minutes). Alone: `.venv/bin/python -m "
+        "`make bench` runs the engine benchmarks, this one (N = 1, 5, 10, 15, 25, 50, every "
+        "N even past the aims) and the ledger's, and rewrites this file; `make bench "
+        "BENCH_ARGS=--calls-only` runs only this one (~7 minutes), `--ledger-only` only the "
+        "ledger's (~1 minute), each keeping the other's section. Alone: `.venv/bin/python -m "
         "tests.bench.calls --n 1,10,25,50 --write [--all] [--profile 10] "
         "[--gateway-arg=--vad-start-secs=0.1]` (without `--all` it stops once the aims are "
         "clearly missed). Run it on an otherwise idle machine with at least 2 CPUs.",
         "",
     ]
-    DOC.write_text("\n".join(lines))
+    # Sections other benchmarks own (the ledger's) are carried over, not regenerated here.
+    DOC.write_text(carry(DOC.read_text() if DOC.exists() else "", "\n".join(lines)))
     print(f"wrote {DOC}")
 
 
