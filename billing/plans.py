@@ -121,21 +121,44 @@ class Plans:
         return _sub(row)
 
     async def switch_now(self, org_id: uuid.UUID, code: str) -> Subscription:
-        """Puts the organisation on `code` for the current period at once, with no fee: an
-        operator's tool (and `make run`'s demo organisation), not a customer's plan change."""
+        """An operator's switch (a contract billed elsewhere, a correction, a trial, the local
+        demo): the plan is in force now, with no fee, unlike a customer's `change_plan`.
+
+        The switch is the current period's start on the new plan: a period not rolled over yet is
+        started here (its used seconds reset, no fee for the old plan it is leaving), and a pending
+        `next_plan_code` is dropped because the operator has just decided the plan. Seconds already
+        used or held stay covered even when the new plan includes fewer, as at a rollover, so the
+        subscription's `used + held <= included` guard holds and live calls are not cut short.
+        """
         plan = await self.plan(code)
-        await self.subscription(org_id)
-        row = await self._db.fetchrow(
-            f"""UPDATE billing_subscriptions
-                SET plan_code = $2, next_plan_code = NULL,
-                    included_seconds = CASE WHEN $3::bigint IS NULL THEN NULL
-                                            ELSE GREATEST($3::bigint, used_seconds + held_seconds)
-                                       END
-                WHERE org_id = $1 RETURNING {_SUB}""",
-            org_id,
-            plan.code,
-            plan.included_seconds,
-        )
+        period = month_start(self.ledger.clock.now())
+        async with transaction(self._db) as conn:
+            # The row lock orders this against a concurrent rollover: whichever runs second sees
+            # the period already started and leaves it alone.
+            await conn.execute(
+                """INSERT INTO billing_subscriptions
+                       (org_id, plan_code, period_start, included_seconds)
+                   VALUES ($1, $2, $3, $4) ON CONFLICT (org_id) DO NOTHING""",
+                org_id,
+                plan.code,
+                period,
+                plan.included_seconds,
+            )
+            row = await conn.fetchrow(
+                f"""UPDATE billing_subscriptions s
+                    SET plan_code = $2, next_plan_code = NULL,
+                        period_start = GREATEST(s.period_start, $3),
+                        used_seconds = CASE WHEN s.period_start < $3 THEN 0 ELSE s.used_seconds END,
+                        included_seconds = CASE
+                            WHEN $4::bigint IS NULL THEN NULL
+                            ELSE GREATEST($4::bigint, s.held_seconds + CASE
+                                WHEN s.period_start < $3 THEN 0 ELSE s.used_seconds END) END
+                    WHERE org_id = $1 RETURNING {_SUB}""",
+                org_id,
+                plan.code,
+                period,
+                plan.included_seconds,
+            )
         return _sub(row)
 
     async def rollover(self, org_id: uuid.UUID) -> Subscription:

@@ -81,14 +81,13 @@ def cmd_balance(args: argparse.Namespace, _: list[str]) -> int:
 
 def cmd_plan(args: argparse.Namespace, _: list[str]) -> int:
     from billing.ledger import Ledger
-    from billing.operator import switch_plan_now
     from billing.plans import Plans
 
     async def work(db: Any) -> int:
         org = await _org(db, args.org)
         plans = Plans(Ledger(db.pool))
         if args.now:
-            sub = await switch_plan_now(plans, org.id, args.plan)
+            sub = await plans.switch_now(org.id, args.plan)
         else:
             sub = await plans.change_plan(org.id, args.plan)
         _print(
@@ -146,7 +145,7 @@ async def balance_report(db: Any, org: Organization) -> dict[str, Any]:
     Reading the subscription rolls a new month's period over first (and charges its fee), as
     any other touch would: a report of last month's minutes as if current would mislead.
     """
-    from billing.balances import outstanding
+    from billing.funds import Funds
     from billing.ledger import Ledger
     from billing.plans import Plans
     from gateway.storage import orgs
@@ -170,7 +169,7 @@ async def balance_report(db: Any, org: Organization) -> dict[str, Any]:
         "used_seconds": sub.used_seconds,
         "held_seconds": sub.held_seconds,
         "billing_suspended": bool(current and current.billing_suspended),
-        "outstanding_minor": await outstanding(db.pool, org.id, account.currency),
+        "outstanding_minor": await Funds(ledger).outstanding(org.id, account.currency),
     }
 
 

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 
 from billing.ledger import Ledger
-from billing.operator import switch_plan_now
 from billing.plans import Plans
 from gateway.auth import ApiKeyStore
 from gateway.config import Settings
@@ -48,7 +47,7 @@ async def ensure_default_tenant(db: Database) -> Any:
     if await agents.get_current(db.pool, org.id, DEFAULT_AGENT) is None:
         config = AgentConfig.default_secretary()
         await agents.create_or_new_version(db.pool, org.id, DEFAULT_AGENT, config.to_dict())
-    await switch_plan_now(Plans(Ledger(db.pool)), org.id, DEV_PLAN)
+    await Plans(Ledger(db.pool)).switch_now(org.id, DEV_PLAN)
     return org
 
 
