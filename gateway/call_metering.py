@@ -29,6 +29,9 @@ from gateway.config import Settings
 from transports.events import BillingEvent, EndReason, EndRequest
 
 TICK_SECS = 0.25
+# The call is ended this long before its authorization runs out: hanging up takes a moment,
+# and the caller is not billed a second it was not authorized for.
+END_MARGIN_SECS = 0.75
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +41,7 @@ class MeteringPolicy:
     warning_secs: float = 60.0
     closing_secs: float = 6.0
     heartbeat_secs: float = 15.0
-    warning_line: str = "Just so you know, about a minute of call time is left."
+    warning_line: str = "Just so you know, the call time on this account is almost used up."
     closing_line: str = "I'm sorry, the call time on this account has run out. Goodbye."
     outage_line: str = "I'm sorry, we have to end the call now. Please call again later."
 
@@ -159,23 +162,18 @@ class CallMetering:
                 self._warn(hooks, max(0, int(left)))
             stuck = self.exhausted or outage_since is not None
             if stuck and not self.closing and remaining <= policy.closing_secs:
+                # Said while the money still runs; the call is cut when it ends, not after.
                 self.closing = True
-                reason = EndReason.BALANCE_EXHAUSTED if self.exhausted else EndReason.ERROR
-                line = policy.closing_line if self.exhausted else policy.outage_line
-                detail = (
-                    "the balance cannot pay for more of this call"
-                    if self.exhausted
-                    else "billing is unreachable and the call's authorization ran out"
-                )
+                hooks.say(policy.closing_line if self.exhausted else policy.outage_line)
+            if stuck and remaining <= END_MARGIN_SECS:
                 hooks.end(
                     EndRequest(
-                        reason,
-                        detail,
-                        closing_line=line,
-                        deadline_secs=max(0.0, remaining),
+                        EndReason.BALANCE_EXHAUSTED if self.exhausted else EndReason.ERROR,
+                        "the balance cannot pay for more of this call"
+                        if self.exhausted
+                        else "billing is unreachable and the call's authorization ran out",
                     )
                 )
-            if remaining <= 0 and stuck:
                 return
             await asyncio.sleep(TICK_SECS)
 
@@ -228,6 +226,9 @@ class CallMetering:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        if reason == EndReason.BALANCE_EXHAUSTED.value:
+            # Our own slowness to hang up (a pipeline slow to stop) is not the caller's to pay.
+            duration_ms = min(duration_ms, self.authorized_seconds * 1000)
         key = f"finalize:{self.call_id}"
         try:
             self.bill = await self._billing.finalize(

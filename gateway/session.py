@@ -360,36 +360,20 @@ class Session:
     ) -> None:
         if run_task.done():
             return
-        graceful: float | None = None
-        if request.closing_line:
-            # Said, then ended, within the deadline (the money left): never past it.
-            await worker.queue_frames(
-                [TTSSpeakFrame(request.closing_line, append_to_context=False), EndFrame()]
-            )
-            deadline = request.deadline_secs
-            graceful = self._graceful_end_timeout if deadline is None else deadline
-            graceful = min(graceful, self._graceful_end_timeout)
-        elif request.reason is EndReason.AGENT_GOODBYE:
+        if request.reason is EndReason.AGENT_GOODBYE:
             # EndFrame is ordered: the closing line plays out before the pipeline stops.
             await worker.queue_frame(EndFrame())
-            graceful = self._graceful_end_timeout
-        if graceful is not None and await self._stopped_within(run_task, graceful):
-            return
-        await worker.cancel(reason=request.reason.value)
-        if not await self._stopped_within(run_task, self._cancel_end_timeout):
-            logger.warning(
-                f"pipeline did not stop within {self._cancel_end_timeout:g} s; cancelling it"
-            )
-            await self._abandon(runner, run_task)
-
-    async def _stopped_within(self, run_task: asyncio.Task[None], secs: float) -> bool:
+            timeout = self._graceful_end_timeout
+        else:
+            await worker.cancel(reason=request.reason.value)
+            timeout = self._cancel_end_timeout
         try:
-            await asyncio.wait_for(asyncio.shield(run_task), secs)
+            await asyncio.wait_for(asyncio.shield(run_task), timeout)
         except TimeoutError:
-            return False
+            logger.warning(f"pipeline did not stop within {timeout:g} s; cancelling it")
+            await self._abandon(runner, run_task)
         except Exception as e:  # noqa: BLE001 - the pipeline's own failure is logged, not raised
             logger.warning(f"pipeline ended with {type(e).__name__}: {e}")
-        return True
 
     async def _abandon(self, runner: WorkerRunner, run_task: asyncio.Task[None]) -> None:
         """Cancels the runner and its task, waiting a bounded time: the call row must be

@@ -107,7 +107,4 @@ class EndRequest:
     status_code: str | None = None
     # The caller's connection is gone: nothing more can be delivered to it.
     caller_gone: bool = False
-    # Said before the call ends (e.g. the balance ran out), within `deadline_secs` at most.
-    closing_line: str = ""
-    deadline_secs: float | None = None
     extra: dict[str, str] = field(default_factory=dict)
