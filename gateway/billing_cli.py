@@ -14,6 +14,7 @@ import sys
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from gateway.cli import CliError, _org, _positive, _settings, _with_db
@@ -56,6 +57,28 @@ def add_commands(commands: Any) -> None:
     )
     key.add_argument("--label")
     key.set_defaults(handler=cmd_service_key)
+
+    adjust = billing.add_parser(
+        "adjust", help="credit (positive) or debit (negative) a balance by hand, with a reason"
+    )
+    adjust.add_argument("--org", required=True)
+    adjust.add_argument("--amount-minor", type=int, required=True, metavar="N")
+    adjust.add_argument("--reason", required=True)
+    adjust.add_argument(
+        "--key",
+        help="idempotency key: the same key and request adjust once (default: a fresh one)",
+    )
+    adjust.set_defaults(handler=cmd_adjust)
+
+    serve = billing.add_parser(
+        "serve", help="run the billing service alone (gateways use --billing-target)"
+    )
+    serve.add_argument("--host", help="address to listen on (gRPC and HTTP)")
+    serve.add_argument("--grpc-port", type=int)
+    serve.add_argument("--http-port", type=int)
+    serve.add_argument("--tls-cert", type=Path)
+    serve.add_argument("--tls-key", type=Path)
+    serve.set_defaults(handler=cmd_serve, long_running=True, workers=None, billing_target=None)
 
 
 def refuse_gateway_scope(org: Organization, scopes: Iterable[str]) -> None:
@@ -134,6 +157,45 @@ def cmd_service_key(args: argparse.Namespace, _: list[str]) -> int:
         return 0
 
     return _with_db(args, work)
+
+
+def cmd_adjust(args: argparse.Namespace, _: list[str]) -> int:
+    from billing.funds import Funds
+    from billing.ledger import Ledger
+
+    if args.amount_minor == 0 or not args.reason.strip():
+        raise CliError("--amount-minor must be non-zero and --reason must say why")
+
+    async def work(db: Any) -> int:
+        org = await _org(db, args.org)
+        ledger = Ledger(db.pool)
+        report = await balance_report(db, org)  # rolls the period over; gives the currency
+        currency = report["currency"]
+        funds = Funds(ledger)
+        body = {"amount": args.amount_minor, "currency": currency, "reason": args.reason}
+        operation = funds.credit if args.amount_minor > 0 else funds.debit
+        posted = await operation(
+            org.id,
+            abs(args.amount_minor),
+            currency,
+            source="adjustment",
+            key=args.key or f"cli-{uuid.uuid4()}",
+            request=body,
+        )
+        _print({**await balance_report(db, org), "replayed": posted.replayed})
+        return 0
+
+    return _with_db(args, work)
+
+
+def cmd_serve(args: argparse.Namespace, _: list[str]) -> int:
+    from billing.server import run
+    from gateway.cli import serve_settings
+    from gateway.logs import configure_logging
+
+    settings = serve_settings(args)
+    configure_logging(settings.log_level, json=settings.log_json)
+    return run(settings)
 
 
 # -- queries ------------------------------------------------------------------------------------

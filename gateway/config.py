@@ -196,6 +196,12 @@ class Settings(BaseSettings):
             raise ValueError("billing_target needs VOICEGW_BILLING_SERVICE_KEY (a service key)")
         return self
 
+    def read_tls(self) -> tuple[bytes, bytes]:
+        """The TLS key and certificate, as gRPC wants them (blocking: run it in a thread)."""
+        if self.tls_key is None or self.tls_cert is None:
+            raise ValueError("TLS is not configured")
+        return self.tls_key.read_bytes(), self.tls_cert.read_bytes()
+
     def database_dsn(self) -> str | None:
         """The configured PostgreSQL URL in clear, or None for the embedded server."""
         return self.database_url.get_secret_value() if self.database_url else None

@@ -10,8 +10,6 @@ import asyncio
 import os
 import signal
 from collections.abc import Callable
-from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -19,7 +17,6 @@ from aiohttp import web
 from grpc_health.v1 import health, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from loguru import logger
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from voicegw.v1 import billing_pb2, billing_pb2_grpc, voice_pb2, voice_pb2_grpc
 
 from billing.funds import Funds
@@ -27,10 +24,10 @@ from billing.gateway_client import CallBilling, LocalBilling, RemoteBilling
 from billing.ledger import Ledger
 from billing.metering import CallMeter
 from billing.payments import Payments
+from billing.runtime import billing_meter, replay_forever, sweep_forever
 from billing.service import BillingServicer
 from billing.spool import UsageSpool
 from billing.webhooks import webhook_routes
-from gateway import metrics
 from gateway.auth import ApiKeyStore
 from gateway.call_metering import MeteringPolicy
 from gateway.call_store import PgAgentDirectory, PgCallStore
@@ -38,6 +35,7 @@ from gateway.config import Settings
 from gateway.db import Database
 from gateway.grpc_auth import ApiKeyInterceptor
 from gateway.health import GatewayHealth, ServingState
+from gateway.http_site import metrics_handler, start_site
 from gateway.loop_monitor import LoopLagMonitor
 from gateway.session import SessionPolicy
 from gateway.sessions import SessionManager
@@ -132,7 +130,7 @@ class Gateway:
         )
         address = f"{settings.grpc_host}:{settings.grpc_port}"
         if settings.tls_cert and settings.tls_key:
-            key, cert = await asyncio.to_thread(_read_tls, settings.tls_key, settings.tls_cert)
+            key, cert = await asyncio.to_thread(settings.read_tls)
             credentials = grpc.ssl_server_credentials([(key, cert)])
             self.grpc_port = self._server.add_secure_port(address, credentials)
         else:
@@ -153,10 +151,6 @@ class Gateway:
         logger.info(f"gateway listening: grpc={self.grpc_port} http={self.http_port}")
 
     async def _start_http(self) -> None:
-        async def metrics_handler(_: web.Request) -> web.Response:
-            body = generate_latest(metrics.REGISTRY)
-            return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
         async def healthz(_: web.Request) -> web.Response:
             state = self.health.state
             if self.sessions is None or self.sessions.draining:
@@ -173,13 +167,9 @@ class Gateway:
             self.payments = Payments(Ledger(self.database.pool))
         if self.payments is not None:
             app.add_routes(webhook_routes(self.payments))
-        self._http = web.AppRunner(app, access_log=None)
-        await self._http.setup()
-        site = web.TCPSite(self._http, self.settings.http_host, self.settings.http_port)
-        await site.start()
-        server = getattr(site, "_server", None)
-        sockets = getattr(server, "sockets", None) or []
-        self.http_port = sockets[0].getsockname()[1] if sockets else self.settings.http_port
+        self._http, self.http_port = await start_site(
+            app, self.settings.http_host, self.settings.http_port
+        )
 
     async def stop(self, grace_secs: float | None = None) -> None:
         """Drain: NOT_SERVING, refuse new calls, let calls finish, end the rest, stop."""
@@ -202,41 +192,6 @@ class Gateway:
         await self._engines.close()
         if self.database is not None and self._owns_database:
             await self.database.close()
-
-
-def billing_meter(ledger: Ledger, settings: Settings) -> CallMeter:
-    return CallMeter(
-        ledger,
-        hold_ttl=timedelta(seconds=settings.billing_hold_ttl_secs),
-        late_grace=timedelta(seconds=settings.billing_late_grace_secs),
-    )
-
-
-async def sweep_forever(meter: CallMeter, settings: Settings) -> None:
-    """Settles calls whose gateway stopped heartbeating (crashed, cut off)."""
-    while True:
-        try:
-            settled = await meter.sweep()
-            if settled:
-                logger.warning(f"billing sweeper settled {settled} silent call(s)")
-        except Exception as error:  # noqa: BLE001 - the next round retries
-            logger.warning(f"billing sweep failed: {type(error).__name__}: {error}")
-        await asyncio.sleep(settings.billing_sweep_interval_secs)
-
-
-async def replay_forever(spool: UsageSpool, billing: CallBilling, settings: Settings) -> None:
-    """Applies spooled usage as soon as billing answers again."""
-    while True:
-        try:
-            if await asyncio.to_thread(spool.pending):
-                await spool.replay(billing)
-        except Exception as error:  # noqa: BLE001 - the next round retries
-            logger.warning(f"billing spool replay failed: {type(error).__name__}: {error}")
-        await asyncio.sleep(settings.billing_spool_retry_secs)
-
-
-def _read_tls(key_path: str | Path, cert_path: str | Path) -> tuple[bytes, bytes]:
-    return Path(key_path).read_bytes(), Path(cert_path).read_bytes()
 
 
 async def run_until_signalled(

@@ -292,3 +292,23 @@ async def test_dev_puts_the_default_organisation_on_enterprise(make_database: An
     assert account.posted_minor == 0  # no fee was charged
     granted = await CallMeter(plans.ledger, plans).authorize(org.id, uuid.uuid4(), 600, key="d")
     assert (granted.authorized_seconds, granted.held_minor) == (600, 0)
+
+
+async def test_adjust_credits_and_debits_once_per_key(cli: Cli, database: Database) -> None:
+    org = await orgs.create(database.pool, f"adj-{uuid.uuid4().hex[:8]}")
+    args = ("billing", "adjust", "--org", org.name, "--reason", "goodwill", "--key", "a1")
+    credited = await cli.json(*args, "--amount-minor", "5000")
+    assert (credited["balance_minor"], credited["replayed"]) == (5000, False)
+    again = await cli.json(*args, "--amount-minor", "5000")
+    assert (again["balance_minor"], again["replayed"]) == (5000, True)
+    code, _, err = await cli.run(*args, "--amount-minor", "7000")  # same key, other request
+    assert code == 1 and "already used" in err
+    debited = await cli.json(
+        "billing", "adjust", "--org", org.name, "--reason", "fee", "--amount-minor", "-6000"
+    )
+    assert (debited["balance_minor"], debited["outstanding_minor"]) == (0, 1000)
+    assert debited["billing_suspended"] is True
+    code, _, err = await cli.run(
+        "billing", "adjust", "--org", org.name, "--reason", " ", "--amount-minor", "10"
+    )
+    assert code != 0 and "reason" in err
