@@ -10,8 +10,15 @@ from voicegw.v1 import billing_pb2 as pb
 
 from billing.metering import CallBill, CallGrant
 
-# The database being unreachable: the caller may retry, and the gateway fails closed.
-UNREACHABLE = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+# The database being unreachable (down, restarting, shutting down, connection lost): the caller
+# may retry, and the gateway fails closed.
+UNREACHABLE = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
 
 
 def money(amount_minor: int, currency: str) -> pb.Money:
