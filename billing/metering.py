@@ -508,6 +508,7 @@ class CallMeter:
             {"call_id": str(call.call_id), "amount_minor": amount, "shortfall": amount - paid},
         )
         if amount - paid:
+            metrics.RECEIVABLES.labels(call.currency).inc(amount - paid)
             await conn.execute(
                 "UPDATE organizations SET billing_suspended = true WHERE id = $1", call.org_id
             )

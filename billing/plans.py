@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from billing.ledger import Ledger, LedgerError
+from gateway import metrics
 from gateway.storage._db import transaction
 
 DEFAULT_PLAN = "payg"
@@ -219,6 +220,7 @@ class Plans:
             {"plan": plan.code, "fee_minor": fee, "shortfall_minor": fee - paid},
         )
         if fee - paid:
+            metrics.RECEIVABLES.labels(plan.currency).inc(fee - paid)
             await conn.execute(
                 "UPDATE organizations SET billing_suspended = true WHERE id = $1", org_id
             )

@@ -19,8 +19,9 @@ from grpc_status import rpc_status
 from voicegw.v1 import billing_pb2 as pb
 from voicegw.v1 import billing_pb2_grpc
 
+from billing import idempotency
 from billing.funds import Funds
-from billing.ledger import IdempotencyConflict, Ledger, LedgerError
+from billing.ledger import IdempotencyConflict, Ledger, LedgerError, request_hash
 from billing.metering import CallBill, CallMeter, CallNotOpen, Refused, UnknownCall
 from billing.payment_types import (
     CurrencyMismatch,
@@ -35,6 +36,7 @@ from gateway import metrics
 from gateway.auth import Principal
 from gateway.grpc_auth import current_principal
 from gateway.grpc_errors import status_with_reason
+from gateway.storage._db import transaction
 
 GATEWAY_SCOPE = "billing:gateway"
 READ_SCOPE = "billing:read"
@@ -261,16 +263,26 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     ) -> pb.ChangePlanResponse:
         async def run() -> pb.ChangePlanResponse:
             org_id = self._org(request.organization_id, ADMIN_SCOPE)
-            _key(request.idempotency_key)  # a plan change is naturally idempotent
+            key = _key(request.idempotency_key)
             known = {p.code for p in await self.plans.list()}
             if request.plan_code not in known:
                 raise _Abort("INVALID_ARGUMENT", f"unknown plan {request.plan_code!r}")
-            sub = await self.plans.change_plan(org_id, request.plan_code)
-            return pb.ChangePlanResponse(
-                plan_code=sub.plan_code,
-                next_plan_code=sub.next_plan_code or "",
-                period_start=sub.period_start.isoformat(),
-            )
+            digest = request_hash({"plan": request.plan_code})
+            async with transaction(self.ledger.db) as conn:
+                # A replayed key must not undo a later change made under another key.
+                claimed = await idempotency.claim(
+                    conn, org_id, "plan_change", key, digest, result={}, now=self.ledger.clock.now()
+                )
+                if claimed.stored is not None:
+                    return pb.ChangePlanResponse(**claimed.stored)
+                sub = await self.plans.change_plan(org_id, request.plan_code)
+                result = {
+                    "plan_code": sub.plan_code,
+                    "next_plan_code": sub.next_plan_code or "",
+                    "period_start": sub.period_start.isoformat(),
+                }
+                await idempotency.record(conn, claimed.transaction_id, result)
+            return pb.ChangePlanResponse(**result)
 
         return await _answer(context, run)
 

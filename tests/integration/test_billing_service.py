@@ -87,15 +87,29 @@ def _authorize(org: uuid.UUID, key: str, call: str | None = None) -> bpb.Authori
     )
 
 
+@pytest.mark.parametrize(
+    ("case", "affordable", "reason"),
+    [("six-minutes-of-money", 6, "INSUFFICIENT_BALANCE"), ("one-plan-minute", 1, "QUOTA_EXCEEDED")],
+)
 async def test_sixty_concurrent_authorizations_from_two_processes_grant_what_is_affordable(
     gateway: Gateway,
     database: Database,
     service_key: str,
     stub: billing_pb2_grpc.BillingServiceStub,
+    case: str,
+    affordable: int,
+    reason: str,
 ) -> None:
     tenant = await _payg(database)
     ledger = Ledger(database.pool)
-    await fund(ledger, tenant.org_id, 6000)  # six started minutes at 1000
+    if case == "one-plan-minute":  # basic, 99 of its 100 minutes used, no money
+        await database.pool.execute(
+            """UPDATE billing_subscriptions SET plan_code = 'basic', included_seconds = 6000,
+               used_seconds = 5940 WHERE org_id = $1""",
+            tenant.org_id,
+        )
+    else:
+        await fund(ledger, tenant.org_id, 6000)  # six started minutes at 1000
     racer = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
@@ -117,7 +131,7 @@ async def test_sixty_concurrent_authorizations_from_two_processes_grant_what_is_
             return True
         except grpc.aio.AioRpcError as error:
             assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert error_reason(error) == "INSUFFICIENT_BALANCE"
+            assert error_reason(error) == reason
             return False
 
     try:
@@ -128,9 +142,15 @@ async def test_sixty_concurrent_authorizations_from_two_processes_grant_what_is_
         there = json.loads(await racer.stdout.readline())
     finally:
         await asyncio.wait_for(racer.wait(), 30)
-    assert sum(here) + there == 6
+    assert sum(here) + there == affordable
     account = await ledger.customer_account(tenant.org_id)
-    assert (account.posted_minor, account.held_minor) == (6000, 6000)
+    held = await database.pool.fetchval(
+        "SELECT held_seconds FROM billing_subscriptions WHERE org_id = $1", tenant.org_id
+    )
+    if case == "one-plan-minute":
+        assert (account.posted_minor, account.held_minor, held) == (0, 0, 60)
+    else:
+        assert (account.posted_minor, account.held_minor, held) == (6000, 6000, 0)
     await assert_entries_match_balances(database)
 
 
@@ -260,6 +280,22 @@ async def test_tenants_see_only_their_own_and_only_operators_adjust(
         metadata=bearer(reader.key),
     )
     assert (change.plan_code, change.next_plan_code) == ("payg", "basic")
+    later = await stub.ChangePlan(
+        bpb.ChangePlanRequest(plan_code="pro", idempotency_key="c2"), metadata=bearer(reader.key)
+    )
+    replay = await stub.ChangePlan(
+        bpb.ChangePlanRequest(plan_code="basic", idempotency_key="c1"),
+        metadata=bearer(reader.key),
+    )
+    assert later.next_plan_code == "pro" and replay.next_plan_code == "basic"
+    with pytest.raises(grpc.aio.AioRpcError) as reused:
+        await stub.ChangePlan(
+            bpb.ChangePlanRequest(plan_code="enterprise", idempotency_key="c1"),
+            metadata=bearer(reader.key),
+        )
+    assert reused.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    current = await stub.GetBalance(bpb.GetBalanceRequest(), metadata=bearer(reader.key))
+    assert current.next_plan_code == "pro"  # the replay did not undo the later change
 
 
 async def test_usage_pages_through_billed_calls(
