@@ -19,12 +19,16 @@ from billing.ledger import Account, Ledger, LedgerError, Posted, SystemAccountKi
 from gateway import metrics
 from gateway.storage._db import Queryable, transaction
 
-Source = Literal["stripe", "yookassa", "adjustment"]
+Source = Literal["stripe", "yookassa", "adjustment", "call", "plan_fee"]
 
+# Where the other leg goes: money from (or back to) a provider clears through its account; what
+# we charge for service (calls past their holds, monthly fees) is revenue.
 _COUNTER: dict[str, SystemAccountKind] = {
     "stripe": "clearing_stripe",
     "yookassa": "clearing_yookassa",
     "adjustment": "adjustment",
+    "call": "revenue",
+    "plan_fee": "revenue",
 }
 
 

@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from billing import idempotency
+from billing.funds import Funds
 from billing.ledger import Ledger, LedgerError, request_hash
 from billing.plans import Plans
 from gateway import metrics
@@ -484,34 +485,16 @@ class CallMeter:
 
     async def _charge_late(self, conn: Any, call: _Call, amount: int, key: str) -> None:
         """Charges `amount` with no hold behind it: what the balance has, the rest receivable."""
-        ledger = self.ledger
-        customer = await ledger.customer_account(call.org_id, call.currency, db=conn)
-        revenue = await ledger.system_account("revenue", call.currency, db=conn)
-        available = await conn.fetchval(
-            "SELECT posted_minor - held_minor FROM billing_accounts WHERE id = $1 FOR UPDATE",
-            customer.id,
-        )
-        paid = max(0, min(amount, available))
-        legs = [(revenue.id, amount)]
-        if paid:
-            legs.append((customer.id, -paid))
-        if amount - paid:
-            receivable = await ledger.system_account("receivable", call.currency, db=conn)
-            legs.append((receivable.id, -(amount - paid)))
-        await ledger.post_in(
-            conn,
+        await Funds(self.ledger).debit(
             call.org_id,
-            "call_late_charge",
-            key,
-            request_hash({"call": str(call.call_id), "amount": amount}),
-            legs,
-            {"call_id": str(call.call_id), "amount_minor": amount, "shortfall": amount - paid},
+            amount,
+            call.currency,
+            source="call",
+            key=key,
+            request={"call": str(call.call_id)},
+            result={"call_id": str(call.call_id)},
+            db=conn,
         )
-        if amount - paid:
-            metrics.RECEIVABLES.labels(call.currency).inc(amount - paid)
-            await conn.execute(
-                "UPDATE organizations SET billing_suspended = true WHERE id = $1", call.org_id
-            )
 
     async def sweep(self, ttl: timedelta | None = None) -> int:
         """Settles open calls whose heartbeat is older than `ttl` at their last reported

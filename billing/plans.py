@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from billing.funds import Funds
 from billing.ledger import Ledger, LedgerError
-from gateway import metrics
 from gateway.storage._db import transaction
 
 DEFAULT_PLAN = "payg"
@@ -194,36 +194,18 @@ class Plans:
             return _sub(row)
 
     async def _charge_fee(self, conn: Any, org_id: uuid.UUID, plan: Plan, period: datetime) -> None:
-        ledger = self.ledger
-        customer = await ledger.customer_account(org_id, plan.currency, db=conn)
-        revenue = await ledger.system_account("revenue", plan.currency, db=conn)
-        receivable = await ledger.system_account("receivable", plan.currency, db=conn)
-        fee = plan.monthly_fee_minor
-        # Locked with the subscription row: nothing else can change the available balance now.
-        available = await conn.fetchval(
-            "SELECT posted_minor - held_minor FROM billing_accounts WHERE id = $1 FOR UPDATE",
-            customer.id,
-        )
-        paid = max(0, min(fee, available))
-        legs = [(revenue.id, fee)]
-        if paid:
-            legs.append((customer.id, -paid))
-        if fee - paid:
-            legs.append((receivable.id, -(fee - paid)))
-        await ledger.post_in(
-            conn,
+        # Under the subscription's row lock: the month's fee is debited once, what the balance
+        # cannot pay becoming a receivable that suspends the organisation.
+        await Funds(self.ledger).debit(
             org_id,
-            "plan_fee",
-            f"{plan.code}:{period:%Y-%m}",
-            f"{plan.code}:{fee}:{period:%Y-%m}",
-            legs,
-            {"plan": plan.code, "fee_minor": fee, "shortfall_minor": fee - paid},
+            plan.monthly_fee_minor,
+            plan.currency,
+            source="plan_fee",
+            key=f"{plan.code}:{period:%Y-%m}",
+            request={"plan": plan.code, "period": f"{period:%Y-%m}"},
+            result={"plan": plan.code, "fee_minor": plan.monthly_fee_minor},
+            db=conn,
         )
-        if fee - paid:
-            metrics.RECEIVABLES.labels(plan.currency).inc(fee - paid)
-            await conn.execute(
-                "UPDATE organizations SET billing_suspended = true WHERE id = $1", org_id
-            )
 
     # Included minutes -------------------------------------------------------------------------
 

@@ -214,7 +214,7 @@ async def test_plan_now_switches_at_once_without_a_fee(cli: Cli, database: Datab
     assert (report["balance_minor"], report["outstanding_minor"]) == (500, 0)
     assert report["billing_suspended"] is False
     fees = await database.pool.fetchval(
-        "SELECT count(*) FROM billing_transactions WHERE org_id = $1 AND kind = 'plan_fee'",
+        "SELECT count(*) FROM billing_transactions WHERE org_id = $1 AND kind = 'debit:plan_fee'",
         org.id,
     )
     assert fees == 0
