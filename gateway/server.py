@@ -35,7 +35,7 @@ from gateway.config import Settings
 from gateway.db import Database
 from gateway.grpc_auth import ApiKeyInterceptor
 from gateway.health import GatewayHealth, ServingState
-from gateway.http_site import metrics_handler, start_site
+from gateway.listeners import add_port, metrics_handler, start_site
 from gateway.loop_monitor import LoopLagMonitor
 from gateway.session import SessionPolicy
 from gateway.sessions import SessionManager
@@ -128,13 +128,7 @@ class Gateway:
             (VOICE_SERVICE, BILLING_SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME),
             self._server,
         )
-        address = f"{settings.grpc_host}:{settings.grpc_port}"
-        if settings.tls_cert and settings.tls_key:
-            key, cert = await asyncio.to_thread(settings.read_tls)
-            credentials = grpc.ssl_server_credentials([(key, cert)])
-            self.grpc_port = self._server.add_secure_port(address, credentials)
-        else:
-            self.grpc_port = self._server.add_insecure_port(address)
+        self.grpc_port = await add_port(self._server, settings)
         await self._server.start()
         await self.health.start()
         await self._start_http()

@@ -1,11 +1,15 @@
-"""One aiohttp site on a host and port (0: a free one), for the gateway and the billing server."""
+"""Where the gateway and the billing server listen: gRPC (TLS when configured) and HTTP."""
 
 from __future__ import annotations
 
+import asyncio
+
+import grpc
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway import metrics
+from gateway.config import Settings
 
 
 async def metrics_handler(_: web.Request) -> web.Response:
@@ -22,3 +26,12 @@ async def start_site(app: web.Application, host: str, port: int) -> tuple[web.Ap
     server = getattr(site, "_server", None)
     sockets = getattr(server, "sockets", None) or []
     return runner, sockets[0].getsockname()[1] if sockets else port
+
+
+async def add_port(server: grpc.aio.Server, settings: Settings) -> int:
+    """Listens on the configured gRPC address, with TLS when configured; returns the port."""
+    address = f"{settings.grpc_host}:{settings.grpc_port}"
+    if settings.tls_cert and settings.tls_key:
+        key, cert = await asyncio.to_thread(settings.read_tls)
+        return server.add_secure_port(address, grpc.ssl_server_credentials([(key, cert)]))
+    return server.add_insecure_port(address)
