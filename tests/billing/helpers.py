@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from billing.ledger import Ledger
 from gateway.db import Database
@@ -34,6 +34,13 @@ async def fund(ledger: Ledger, org_id: uuid.UUID, amount: int) -> uuid.UUID:
         legs=[(clearing.id, -amount), (customer.id, amount)],
     )
     return customer.id
+
+
+async def spend(ledger: Ledger, org_id: uuid.UUID, amount: int) -> None:
+    """Spends `amount` of the balance the way a call does: held, then captured."""
+    account = await ledger.customer_account(org_id)
+    hold = await ledger.authorize(account.id, amount, ttl=timedelta(minutes=5))
+    await ledger.capture(hold.id, amount)
 
 
 async def assert_entries_match_balances(database: Database) -> None:

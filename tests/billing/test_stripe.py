@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -34,6 +33,7 @@ from tests.billing.fake_stripe import (
     event,
     sign,
 )
+from tests.billing.helpers import spend
 
 Client = TestClient[web.Request, web.Application]
 
@@ -365,9 +365,7 @@ async def test_a_refund_beyond_the_balance_becomes_a_receivable_and_suspends(
     session = await _paid_top_up(client, payments, fake_stripe, org, 10_000)
     # 7 000 of it is spent on calls before the customer asks for their money back.
     ledger = payments.ledger
-    account = await ledger.customer_account(org.id)
-    hold = await ledger.authorize(account.id, 7_000, ttl=timedelta(minutes=5))
-    await ledger.capture(hold.id, 7_000)
+    await spend(ledger, org.id, 7_000)
 
     # A partial refund of 2 000 (Stripe reports the cumulative amount refunded).
     partial = event("charge.refunded", charge(session, amount_refunded=2_000))
@@ -427,9 +425,7 @@ async def test_a_dispute_is_debited_once(
 ) -> None:
     session = await _paid_top_up(client, payments, fake_stripe, org, 5_000)
     ledger = payments.ledger
-    account = await ledger.customer_account(org.id)
-    hold = await ledger.authorize(account.id, 4_000, ttl=timedelta(minutes=5))
-    await ledger.capture(hold.id, 4_000)
+    await spend(ledger, org.id, 4_000)
     payload = event("charge.dispute.created", dispute(session, 5_000))
     assert await _deliver(client, payments, payload) == (200, {"outcome": "debited"})
     assert await _deliver(client, payments, payload) == (200, {"outcome": "duplicate"})

@@ -11,7 +11,6 @@ import json
 import socket
 import uuid
 from collections.abc import AsyncIterator
-from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -30,6 +29,7 @@ from gateway.storage import orgs
 from gateway.storage.orgs import Organization
 from tests.billing.conftest import FakeClock, webhook_client
 from tests.billing.fake_yookassa import SECRET_KEY, SHOP_ID, FakeYooKassa, notification
+from tests.billing.helpers import spend
 
 Client = TestClient[web.Request, web.Application]
 YOOKASSA_IP = "185.71.76.5"  # inside the SDK's 185.71.76.0/27
@@ -307,9 +307,7 @@ async def test_a_refund_is_debited_once_and_a_shortfall_suspends(
 ) -> None:
     payment_id = await _paid(client, payments, fake, org, 10_000)
     ledger = payments.ledger
-    account = await ledger.customer_account(org.id)
-    hold = await ledger.authorize(account.id, 9_000, ttl=timedelta(minutes=5))
-    await ledger.capture(hold.id, 9_000)
+    await spend(ledger, org.id, 9_000)
 
     # A refund YooKassa has not completed yet takes nothing.
     pending = fake.refund(payment_id, "30.00", status="pending")
