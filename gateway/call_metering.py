@@ -37,6 +37,9 @@ END_MARGIN_SECS = 0.75
 @dataclass(frozen=True, slots=True)
 class MeteringPolicy:
     hold_secs: int = 60
+    # A call is answered only if at least this much (or the whole first hold, if shorter) can be
+    # paid: answering for two seconds to say "your time has run out" helps nobody.
+    min_call_secs: int = 15
     extend_lead_secs: float = 20.0
     warning_secs: float = 60.0
     closing_secs: float = 6.0
@@ -49,6 +52,7 @@ class MeteringPolicy:
     def from_settings(cls, settings: Settings) -> MeteringPolicy:
         return cls(
             hold_secs=settings.billing_hold_secs,
+            min_call_secs=settings.billing_min_call_secs,
             extend_lead_secs=settings.billing_extend_lead_secs,
             warning_secs=settings.billing_warning_secs,
             closing_secs=settings.billing_closing_secs,
@@ -107,7 +111,7 @@ class CallMetering:
                 self.org_id,
                 self.call_id,
                 self.policy.hold_secs,
-                min_seconds=1,
+                min_seconds=min(self.policy.hold_secs, self.policy.min_call_secs),
                 key=f"authorize:{self.call_id}",
             )
         except Refused as refused:

@@ -150,6 +150,8 @@ class Settings(BaseSettings):
     # of money or minutes are left, and the closing line starts `billing_closing_secs` before
     # the money ends, so the call never runs past it.
     billing_hold_secs: int = Field(default=60, ge=1, le=3600)
+    # Money for less than this (or than the first hold, if shorter) and the call is refused.
+    billing_min_call_secs: int = Field(default=15, ge=1, le=3600)
     billing_extend_lead_secs: float = Field(default=20.0, gt=0)
     billing_warning_secs: float = Field(default=60.0, ge=0)
     billing_closing_secs: float = Field(default=6.0, gt=0)

@@ -152,3 +152,16 @@ async def test_a_tenant_key_cannot_meter_calls(
             assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
         balance = await stub.GetBalance(bpb.GetBalanceRequest(), metadata=bearer(scoped.key))
         assert balance.plan_code == "payg" and balance.available.currency == "RUB"
+
+
+async def test_a_call_that_money_cannot_carry_past_its_minimum_is_not_answered(
+    metered_gateway: Gateway, database: Database
+) -> None:
+    tenant = await _payg_tenant(database, TEST_PLAN)
+    await fund(Ledger(database.pool), tenant.org_id, 40)  # 4 s; the gateway's minimum is 5 s
+    responses, error = await converse(metered_gateway, [config()], bearer(tenant.key))
+    assert responses == []
+    assert error is not None and error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert error_reason(error) == "INSUFFICIENT_BALANCE"
+    account = await Ledger(database.pool).customer_account(tenant.org_id)
+    assert (account.posted_minor, account.held_minor) == (40, 0)
