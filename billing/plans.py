@@ -97,7 +97,17 @@ class Plans:
         return _plan(row)
 
     async def subscription(self, org_id: uuid.UUID) -> Subscription:
-        """The organisation's subscription in the current period (payg from its first use)."""
+        """The organisation's subscription in the current period (payg from its first use).
+
+        Every admission asks this, so the common case (it exists, the period has started) is
+        one plain read: no row lock, so no commit flush and no queue behind the organisation's
+        other calls (measured: the lock cost one WAL flush per authorization).
+        """
+        row = await self._db.fetchrow(
+            f"SELECT {_SUB} FROM billing_subscriptions WHERE org_id = $1", org_id
+        )
+        if row is not None and row["period_start"] >= month_start(self.ledger.clock.now()):
+            return _sub(row)
         payg = await self.plan(DEFAULT_PLAN)
         await self._db.execute(
             """INSERT INTO billing_subscriptions (org_id, plan_code, period_start, included_seconds)
