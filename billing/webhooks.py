@@ -23,9 +23,9 @@ from loguru import logger
 
 from billing.payment_types import Provider, ProviderError
 from billing.payments import RETRY, Payments
-from billing.source_ip import client_address, within
 from billing.stripe_provider import BadSignature
 from gateway import metrics
+from gateway.source_ip import client_address, within
 
 Handler = Callable[[web.Request], Awaitable[web.Response]]
 

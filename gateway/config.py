@@ -25,7 +25,8 @@ from pydantic_settings import (
 
 CONFIG_ENV = "VOICEGW_CONFIG"
 PEPPER_FILE = "key-pepper"
-SECRET_FIELDS = frozenset({"key_pepper", "database_url"})
+SECRET_FIELDS = frozenset({"key_pepper", "database_url", "widget_secret", "billing_service_key"})
+WIDGET_SECRET_FILE = "widget-secret"
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
@@ -164,6 +165,20 @@ class Settings(BaseSettings):
     billing_sweep_interval_secs: float = Field(default=30.0, gt=0)
     billing_spool_retry_secs: float = Field(default=2.0, gt=0)
 
+    # The browser door (issue 5): widget tokens signed with this key (from the environment; a
+    # state-dir file in development), valid this long; ICE servers handed to browsers (none on
+    # loopback or a LAN; STUN/TURN URLs for real deployments); concurrent WebRTC calls per
+    # client IP; a call ends with client_timeout after this long without a data-channel ping or
+    # without audio (aiortc alone notices a vanished peer only after ~30 s).
+    widget_secret: SecretStr | None = None
+    widget_token_ttl_secs: float = Field(default=60.0, gt=0, le=600)
+    webrtc_ice_servers: list[str] = Field(default_factory=list)
+    webrtc_max_calls_per_ip: int = Field(default=3, ge=1)
+    webrtc_ping_timeout_secs: float = Field(default=3.0, gt=0)
+    webrtc_audio_timeout_secs: float = Field(default=5.0, gt=0)
+    # Proxies whose X-Forwarded-For is believed when taking a client's address (CIDRs).
+    trusted_proxies: list[str] = Field(default_factory=list)
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -219,7 +234,17 @@ class Settings(BaseSettings):
             if not value:
                 raise ValueError("VOICEGW_KEY_PEPPER is set but empty")
             return value
-        return _file_pepper(self.state_dir)
+        return _file_secret(self.state_dir, PEPPER_FILE)
+
+    def resolved_widget_secret(self) -> str:
+        """The widget tokens' HMAC key: `VOICEGW_WIDGET_SECRET`, else a per-state-dir file
+        (every replica verifying another's tokens needs the variable, the same on all)."""
+        if self.widget_secret is not None:
+            value = self.widget_secret.get_secret_value()
+            if len(value) < 16:
+                raise ValueError("VOICEGW_WIDGET_SECRET must be at least 16 characters")
+            return value
+        return _file_secret(self.state_dir, WIDGET_SECRET_FILE)
 
 
 def ensure_state_dir(state_dir: Path) -> Path:
@@ -229,15 +254,15 @@ def ensure_state_dir(state_dir: Path) -> Path:
     return path
 
 
-def _file_pepper(state_dir: Path) -> str:
-    path = ensure_state_dir(state_dir) / PEPPER_FILE
+def _file_secret(state_dir: Path, name: str) -> str:
+    path = ensure_state_dir(state_dir) / name
     try:
         return _read_pepper(path)
     except FileNotFoundError:
         pass
     # Write a private temporary file, then link it into place: link() fails if the name exists,
     # so when two processes start together exactly one pepper wins and nobody reads a half file.
-    tmp = path.with_name(f".{PEPPER_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+    tmp = path.with_name(f".{name}.{os.getpid()}.{secrets.token_hex(4)}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
         with os.fdopen(fd, "w", encoding="ascii") as file:

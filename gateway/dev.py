@@ -33,7 +33,14 @@ DEV_KEY_FILE = "dev-api-key"
 DEV_PLAN = "enterprise"
 
 
-async def ensure_default_tenant(db: Database) -> Any:
+def demo_origins(settings: Settings) -> list[str]:
+    """The pages allowed to call the default agent from the browser: the demo page itself,
+    on every worker's HTTP port (browsers allow the microphone on http://localhost)."""
+    ports = [settings.http_port + i for i in range(settings.workers)]
+    return [f"http://{host}:{port}" for port in ports for host in ("localhost", "127.0.0.1")]
+
+
+async def ensure_default_tenant(db: Database, origins: list[str] | None = None) -> Any:
     """Organisation `default` with the secretary agent; leaves existing versions alone.
 
     The organisation is put on `enterprise` at every start, as `voicegw billing plan --now`
@@ -48,6 +55,8 @@ async def ensure_default_tenant(db: Database) -> Any:
         config = AgentConfig.default_secretary()
         await agents.create_or_new_version(db.pool, org.id, DEFAULT_AGENT, config.to_dict())
     await Plans(Ledger(db.pool)).switch_now(org.id, DEV_PLAN)
+    if origins:
+        await agents.set_widget(db.pool, org.id, DEFAULT_AGENT, public=True, origins=origins)
     return org
 
 
@@ -77,6 +86,7 @@ def _banner(grpc_port: int, http_ports: list[int], key_path: Path, created: bool
         f"\nvoicegw is running (offline secretary agent){workers}.\n"
         f"  gRPC:     localhost:{grpc_port}\n"
         f"  metrics:  {metrics}\n"
+        f"  widget:   http://localhost:{http_ports[0]}/demo (the browser door's demo page)\n"
         f"  API key:  {state} development key in {key_path}\n"
         f"  talk:     .venv/bin/voicegw talk --target localhost:{grpc_port} "
         f'--api-key "$(cat {key_path})" --agent {DEFAULT_AGENT} --wav question.wav '
@@ -92,7 +102,7 @@ async def _dev(settings: Settings) -> None:
     database = await Database.open(settings)
     try:
         await database.migrate()
-        org = await ensure_default_tenant(database)
+        org = await ensure_default_tenant(database, demo_origins(settings))
         key_path, created = await ensure_dev_key(database, settings, org.id)
         gateway = Gateway(settings, database=database)
 
@@ -111,7 +121,7 @@ def _dev_workers(args: Any, settings: Settings) -> int:
     key: list[tuple[Path, bool]] = []
 
     async def prepare(database: Database) -> None:
-        org = await ensure_default_tenant(database)
+        org = await ensure_default_tenant(database, demo_origins(settings))
         key.append(await ensure_dev_key(database, settings, org.id))
 
     def announce(ready: list[WorkerReady]) -> None:

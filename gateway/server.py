@@ -40,6 +40,7 @@ from gateway.loop_monitor import LoopLagMonitor
 from gateway.session import SessionPolicy
 from gateway.sessions import SessionManager
 from gateway.voice_service import VoiceService, stream_limits
+from gateway.webrtc_http import WebRTCEndpoints
 from pipelines.builder import Engines, OfflineEngines
 from pipelines.vad_batch import silero_session
 
@@ -72,6 +73,7 @@ class Gateway:
         self.billing: CallBilling | None = None
         self.spool: UsageSpool | None = None
         self._background: list[asyncio.Task[None]] = []
+        self.webrtc: WebRTCEndpoints | None = None
 
     async def start(self) -> None:
         settings = self.settings
@@ -161,6 +163,9 @@ class Gateway:
             self.payments = Payments(Ledger(self.database.pool))
         if self.payments is not None:
             app.add_routes(webhook_routes(self.payments))
+        if self.sessions is not None and self.database is not None:
+            self.webrtc = WebRTCEndpoints(self.settings, self.database.pool, self.sessions)
+            app.add_routes(self.webrtc.routes())
         self._http, self.http_port = await start_site(
             app, self.settings.http_host, self.settings.http_port
         )
@@ -171,6 +176,8 @@ class Gateway:
         await self.health.drain()
         if self.sessions is not None:
             await self.sessions.shutdown(grace)
+        if self.webrtc is not None:
+            await self.webrtc.close()
         if self._server is not None:
             await self._server.stop(1.0)
         if self._http is not None:

@@ -165,3 +165,87 @@ async def list_versions(db: Queryable, org_id: uuid.UUID, name: str) -> list[tup
         name,
     )
     return [(r["version"], r["created_at"]) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class PublicAgent:
+    """An agent anonymous web visitors may call, and the limits that protect its owner."""
+
+    agent_id: uuid.UUID
+    org_id: uuid.UUID
+    org_name: str
+    name: str
+    origins: tuple[str, ...]
+    max_concurrent: int
+    daily_budget_secs: int
+
+
+async def set_widget(
+    db: Queryable,
+    org_id: uuid.UUID,
+    name: str,
+    *,
+    public: bool,
+    origins: list[str] | tuple[str, ...] = (),
+    max_concurrent: int = 2,
+    daily_budget_secs: int = 3600,
+) -> bool:
+    """Marks an agent public (or not) for the browser widget; False if there is no such agent."""
+    status = await db.execute(
+        """UPDATE agents SET public = $3, widget_origins = $4::text[],
+                  widget_max_concurrent = $5, widget_daily_budget_secs = $6
+           WHERE org_id = $1 AND name = $2""",
+        org_id,
+        name,
+        public,
+        [o.rstrip("/") for o in origins],
+        max_concurrent,
+        daily_budget_secs,
+    )
+    return bool(status == "UPDATE 1")
+
+
+async def find_public(db: Queryable, org_name: str, name: str) -> PublicAgent | None:
+    """The public agent `name` of organisation `org_name` (None when absent or not public,
+    one answer for both, so the widget endpoint cannot be used to probe names)."""
+    row = await db.fetchrow(
+        """SELECT a.id, a.org_id, o.name AS org_name, a.name, a.widget_origins,
+                  a.widget_max_concurrent, a.widget_daily_budget_secs
+           FROM agents a JOIN organizations o ON o.id = a.org_id
+           WHERE o.name = $1 AND a.name = $2 AND a.public AND NOT o.suspended""",
+        org_name,
+        name,
+    )
+    if row is None:
+        return None
+    return PublicAgent(
+        row["id"],
+        row["org_id"],
+        row["org_name"],
+        row["name"],
+        tuple(row["widget_origins"]),
+        row["widget_max_concurrent"],
+        row["widget_daily_budget_secs"],
+    )
+
+
+async def is_public_origin(db: Queryable, origin: str) -> bool:
+    """Whether any public agent accepts `origin` (CORS preflight, before the agent is known)."""
+    return bool(
+        await db.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM agents WHERE public AND $1 = ANY (widget_origins))",
+            origin.rstrip("/"),
+        )
+    )
+
+
+async def webrtc_seconds_since(db: Queryable, agent_id: uuid.UUID, since: datetime) -> int:
+    """Seconds of WebRTC calls of the agent started since `since` (live ones so far)."""
+    value = await db.fetchval(
+        """SELECT COALESCE(SUM(COALESCE(duration_ms,
+                      EXTRACT(EPOCH FROM (now() - started_at)) * 1000)), 0) / 1000
+           FROM calls WHERE agent_id = $1 AND door = 'webrtc' AND started_at >= $2""",
+        agent_id,
+        since,
+    )
+    return int(value or 0)

@@ -22,9 +22,9 @@ from billing.ledger import Ledger
 from billing.payment_settings import PaymentSettings
 from billing.payment_types import CurrencyMismatch, PaymentError, ProviderError
 from billing.payments import Payments, TopUp
-from billing.source_ip import client_address
 from billing.yookassa_provider import to_decimal_string, to_minor
 from gateway.db import Database
+from gateway.source_ip import client_address
 from gateway.storage import orgs
 from gateway.storage.orgs import Organization
 from tests.billing.conftest import FakeClock, webhook_client

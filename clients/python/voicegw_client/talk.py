@@ -170,7 +170,7 @@ def _say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _event_record(event: Event, requested: tuple[AudioFormat, AudioFormat]) -> dict[str, Any]:
+def event_record(event: Event, requested: tuple[AudioFormat, AudioFormat]) -> dict[str, Any]:
     """The JSON line fields of one event (without t_ms); formats the gateway left unset are
     the requested ones, which is what it then uses."""
     match event:
@@ -281,7 +281,7 @@ class _Call:
         try:
             requested = (self.opts.input_format, self.output_format)
             async for event in self.conv:
-                self.log(_event_record(event, requested))
+                self.log(event_record(event, requested))
                 self.on_event(event)
         except VoiceGatewayError:
             pass  # the status is on the conversation; the caller reports it
