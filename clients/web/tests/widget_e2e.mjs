@@ -23,7 +23,7 @@
  * --user-data-dir so no profile state leaks between runs; autoplay without a gesture so the
  * agent's audio element plays; the fake UI grants the microphone as a visitor would.
  */
-import { mkdtempSync, rmSync, existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
@@ -245,7 +245,7 @@ try {
   // The spoken question (later in the WAV) is answered: its caption appears.
   const answer = host.locator('[data-role="agent"]', { hasText: opts.expect });
   await answer.first().waitFor({ state: "visible", timeout: STEP_MS });
-  result.answer_caption = (await answer.first().innerText()).replace(/\s+/g, " ").trim();
+  result.answer_caption = await answer.first().evaluate((n) => n.lastChild.textContent);
   result.thinking_seen = transitions.some((x, i) => i > greetingEnd && x.state === "thinking");
   // Mid-call: the answer is being (or about to be) spoken.
   const answerSpeaking = await waitState("speaking", greetingEnd, "the answer to be spoken");
@@ -253,6 +253,7 @@ try {
   mkdirSync(dirname(resolve(opts.screenshot)), { recursive: true });
   await page.screenshot({ path: opts.screenshot });
   result.screenshot = opts.screenshot;
+  result.screenshot_bytes = statSync(opts.screenshot).size;
   result.audio.during_answer = await inboundAudio(page);
 
   result.captions = await host.locator("[data-role]").evaluateAll((nodes) =>
@@ -279,15 +280,17 @@ try {
     well_formed: pings.every((p) => /^ping: \d+$/.test(p.data)),
   };
   result.hangup_sent = traffic.sent.some((m) => m.label === "events" && m.data === '{"type":"hangup"}');
-  result.events = traffic.received
-    .map((m) => {
-      try {
-        return JSON.parse(m.data);
-      } catch {
-        return { unparsed: m.data };
-      }
-    })
-    .filter((e) => e.event !== "latency");
+  const received = traffic.received.map((m) => {
+    try {
+      return JSON.parse(m.data);
+    } catch {
+      return { unparsed: m.data };
+    }
+  });
+  // Session events (without latency reports, whose numbers vary), and anything else the gateway
+  // sent on the channel (its WebRTC stack's own signalling), kept apart.
+  result.events = received.filter((e) => typeof e.event === "string" && e.event !== "latency");
+  result.other_messages = received.filter((e) => typeof e.event !== "string");
   result.ok = true;
 } catch (err) {
   result.error = err.message.split("\n")[0];

@@ -240,6 +240,7 @@
       mic: null,
       ended: false,
       started: false,
+      hangingUp: false,
       timers: [],
       hangupTimer: null,
       thinkingTimer: null,
@@ -324,12 +325,13 @@
       }
       if (event && typeof event.event === "string") {
         onEvent(c, event);
+      } else if (event && event.type === "signalling" && event.message && event.message.type === "peerLeft") {
+        // The gateway's WebRTC stack closing the connection; session_ended normally comes first.
+        peerGone(c);
       }
     };
     dc.onclose = function () {
-      if (!c.ended) {
-        finish(c, "ended", "The connection to the voice service was closed.", true);
-      }
+      peerGone(c);
     };
 
     var offer = await pc.createOffer();
@@ -415,6 +417,19 @@
     }
   }
 
+  // The gateway closed the call without (or before) its session_ended: after our own hang-up
+  // that is just the end of the call; otherwise the visitor is told the connection was lost.
+  function peerGone(c) {
+    if (c.ended) {
+      return;
+    }
+    if (c.hangingUp) {
+      finish(c, "ended", "Call ended.");
+    } else {
+      finish(c, "ended", "The connection to the voice service was closed.", true);
+    }
+  }
+
   function sendPing(c) {
     if (c.dc && c.dc.readyState === "open") {
       c.dc.send("ping: " + Date.now());
@@ -423,6 +438,7 @@
 
   function hangUp(c) {
     hangupButton.disabled = true;
+    c.hangingUp = true;
     if (c.dc && c.dc.readyState === "open") {
       setStatusText("Hanging up\u2026", false);
       c.dc.send(JSON.stringify({ type: "hangup" }));
