@@ -8,6 +8,9 @@ export UV_PROJECT_ENVIRONMENT := .venv
 
 UV := .tools/bin/uv
 VENV_STAMP := .venv/.synced
+# The browser widget's test driver (Playwright); installed only where npm is.
+NPM_STAMP := clients/web/node_modules/.installed
+NPM := $(shell command -v npm 2>/dev/null)
 
 .PHONY: run test gen lint bench install clean
 
@@ -19,7 +22,11 @@ $(VENV_STAMP): $(UV) uv.lock pyproject.toml clients/python/pyproject.toml
 	$(UV) sync --frozen --all-groups
 	touch $(VENV_STAMP)
 
-install: $(VENV_STAMP)
+$(NPM_STAMP): clients/web/package.json clients/web/package-lock.json
+	cd clients/web && npm ci --no-audit --no-fund --loglevel=error
+	touch $(NPM_STAMP)
+
+install: $(VENV_STAMP) $(if $(NPM),$(NPM_STAMP))
 
 run: install
 	.venv/bin/voicegw dev
@@ -43,4 +50,4 @@ bench: install
 	.venv/bin/python -m tests.bench.run $(BENCH_ARGS)
 
 clean:
-	rm -rf .venv .tools
+	rm -rf .venv .tools clients/web/node_modules

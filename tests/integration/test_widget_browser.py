@@ -22,6 +22,8 @@ import wave
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from gateway.db import Database
 from gateway.dev import DEFAULT_AGENT, ensure_default_tenant
 from gateway.server import Gateway
@@ -34,8 +36,9 @@ REPO = Path(__file__).resolve().parents[2]
 WEB = REPO / "clients" / "web"
 DRIVER = WEB / "tests" / "widget_e2e.mjs"
 CHROMIUM = Path(os.environ.get("VOICEGW_CHROMIUM", "/usr/bin/chromium"))
-# Where the README's screenshot comes from; VOICEGW_WIDGET_SCREENSHOT moves it (e.g. in CI).
-SCREENSHOT = Path(os.environ.get("VOICEGW_WIDGET_SCREENSHOT", REPO / "docs" / "widget.png"))
+# The mid-call screenshot goes to the test's tmp dir; VOICEGW_WIDGET_SCREENSHOT=docs/widget.png
+# refreshes the README's picture (kept out of ordinary runs so tests leave the tree clean).
+SCREENSHOT_ENV = "VOICEGW_WIDGET_SCREENSHOT"
 QUESTION = "what are your opening hours"
 WAV_RATE = 48000  # the browser's own capture rate: Chromium plays the file without resampling
 # After the greeting ends, before the question starts: the connection takes about a second, and
@@ -91,21 +94,19 @@ def fake_microphone_wav(path: Path, greeting: str) -> None:
         wav.writeframes(pcm)
 
 
-async def drive(node: str, url: str, wav: Path, expect: str, screenshot: Path) -> dict[str, Any]:
+def screenshot_path(tmp_path: Path) -> Path:
+    """Absolute (the driver runs in clients/web): $VOICEGW_WIDGET_SCREENSHOT, else tmp."""
+    return Path(os.environ.get(SCREENSHOT_ENV) or tmp_path / "widget.png").resolve()
+
+
+async def drive(node: str, *args: str) -> dict[str, Any]:
     """Runs the Playwright driver; its one stdout line is the result (or says what failed)."""
     proc = await asyncio.create_subprocess_exec(
         node,
         str(DRIVER),
-        "--url",
-        url,
-        "--wav",
-        str(wav),
-        "--expect",
-        expect,
-        "--screenshot",
-        str(screenshot),
         "--chromium",
         str(CHROMIUM),
+        *args,
         cwd=WEB,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -127,6 +128,21 @@ async def drive(node: str, url: str, wav: Path, expect: str, screenshot: Path) -
     return result
 
 
+async def make_demo_agent_public(database: Database, origin: str) -> Any:
+    """The demo page's agent, default/secretary, callable from `origin` (as `make run` does)."""
+    org = await ensure_default_tenant(database)
+    assert await agents.set_widget(
+        database.pool,
+        org.id,
+        DEFAULT_AGENT,
+        public=True,
+        origins=[origin],
+        max_concurrent=2,
+        daily_budget_secs=3600,
+    )
+    return org
+
+
 async def stored_call(gateway: Gateway, database: Database, call_id: uuid.UUID) -> Any:
     """The call's row once the gateway has stored it (a live session sets `finished` then)."""
     assert gateway.sessions is not None
@@ -141,23 +157,18 @@ async def test_widget_call_in_a_real_browser(
 ) -> None:
     node = require_browser()
     origin = f"http://127.0.0.1:{gateway.http_port}"
-    org = await ensure_default_tenant(database)
-    assert await agents.set_widget(
-        database.pool,
-        org.id,
-        DEFAULT_AGENT,
-        public=True,
-        origins=[origin],
-        max_concurrent=2,
-        daily_budget_secs=3600,
-    )
+    org = await make_demo_agent_public(database, origin)
     config = AgentConfig.default_secretary()
     hours_answer = next(entry.answer for entry in config.faq if entry.id == "hours")
     expect = " ".join(hours_answer.split()[:5])  # "We are open Monday to"
     wav = tmp_path / "question.wav"
     fake_microphone_wav(wav, config.greeting)
 
-    result = await drive(node, f"{origin}/demo", wav, expect, SCREENSHOT)
+    result = await drive(
+        node,
+        *("--url", f"{origin}/demo", "--wav", str(wav), "--expect", expect),
+        *("--screenshot", str(screenshot_path(tmp_path))),
+    )
 
     # Connected: ICE+DTLS up and session_started received.
     assert result["connection_state"] == "connected"
@@ -206,3 +217,34 @@ async def test_widget_call_in_a_real_browser(
     assert record.org_id == org.id and record.status == "ended"
     assert record.end_reason == "caller_hangup"
     assert record.caller_metadata.get("origin") == origin
+
+
+async def test_widget_says_why_a_call_cannot_start(gateway: Gateway, database: Database) -> None:
+    node = require_browser()
+    allowed = f"http://127.0.0.1:{gateway.http_port}"
+    await make_demo_agent_public(database, allowed)
+
+    # The visitor says no to the microphone: the widget asks the gateway for nothing.
+    mic = await drive(node, "--scenario", "mic-refused", "--url", f"{allowed}/demo")
+    assert mic["states"] == ["idle", "connecting", "ended"], mic
+    assert mic["end_status"].startswith("Microphone access was refused"), mic
+    assert mic["status_is_error"] and mic["call_again"]
+    assert mic["peer_connections"] == 0
+
+    # The same page on an origin the agent does not accept: the gateway's own reason is shown.
+    other = f"http://localhost:{gateway.http_port}"
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(
+            f"{allowed}/v1/widget/token",
+            json={"agent": "default/secretary"},
+            headers={"Origin": other},
+        ) as response,
+    ):
+        assert response.status == 403
+        reason = (await response.json())["error"]
+    refused = await drive(node, "--scenario", "refused", "--url", f"{other}/demo")
+    assert refused["states"] == ["idle", "connecting", "ended"], refused
+    assert refused["end_status"] == f"The voice service refused the call: {reason}", refused
+    assert refused["status_is_error"] and refused["call_again"]
+    assert refused["peer_connections"] == 0

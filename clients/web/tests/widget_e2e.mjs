@@ -35,6 +35,9 @@ const { values: opts } = parseArgs({
     expect: { type: "string" },
     screenshot: { type: "string" },
     chromium: { type: "string", default: "/usr/bin/chromium" },
+    // "call" (the whole call), or a call that cannot start: "mic-refused" (the visitor denies
+    // the microphone) or "refused" (the gateway answers the token request with an error).
+    scenario: { type: "string", default: "call" },
     "timeout-ms": { type: "string", default: "90000" },
   },
 });
@@ -53,7 +56,12 @@ function fail(message) {
   finish(1);
 }
 
-for (const required of ["url", "wav", "expect", "screenshot"]) {
+const SCENARIOS = ["call", "mic-refused", "refused"];
+if (!SCENARIOS.includes(opts.scenario)) {
+  fail(`--scenario must be one of ${SCENARIOS.join(", ")}`);
+}
+const FULL_CALL = opts.scenario === "call";
+for (const required of FULL_CALL ? ["url", "wav", "expect", "screenshot"] : ["url"]) {
   if (!opts[required]) {
     fail(`missing --${required}`);
   }
@@ -61,7 +69,7 @@ for (const required of ["url", "wav", "expect", "screenshot"]) {
 if (!existsSync(opts.chromium)) {
   fail(`Chromium not found at ${opts.chromium} (Debian: apt-get install chromium)`);
 }
-if (!existsSync(opts.wav)) {
+if (opts.wav && !existsSync(opts.wav)) {
   fail(`fake microphone WAV not found: ${opts.wav}`);
 }
 
@@ -183,10 +191,13 @@ const args = [
   "--disable-component-update",
   "--disable-sync",
   "--autoplay-policy=no-user-gesture-required",
-  "--use-fake-ui-for-media-stream",
   "--use-fake-device-for-media-stream",
-  `--use-file-for-fake-audio-capture=${resolve(opts.wav)}%noloop`,
 ];
+if (opts.wav) {
+  args.push(`--use-file-for-fake-audio-capture=${resolve(opts.wav)}%noloop`);
+}
+// The fake UI accepts the microphone prompt as a visitor would; denying it is the other answer.
+args.push(opts.scenario === "mic-refused" ? "--deny-permission-prompts" : "--use-fake-ui-for-media-stream");
 if (process.getuid && process.getuid() === 0) {
   args.push("--no-sandbox");
 }
@@ -207,6 +218,19 @@ try {
 
 const consoleErrors = [];
 try {
+  await run(context);
+  result.ok = true;
+} catch (err) {
+  result.error = err.message.split("\n")[0];
+} finally {
+  result.console_errors = consoleErrors;
+  await context.close().catch(() => {});
+  rmSync(userDataDir, { recursive: true, force: true });
+}
+finish(result.ok ? 0 : 1);
+
+/** The scenario, step by step; throws with what it was waiting for when a step does not come. */
+async function run(context) {
   const page = context.pages()[0] || (await context.newPage());
   page.on("console", (m) => {
     if (m.type() === "error") {
@@ -220,6 +244,20 @@ try {
 
   const host = page.locator(".voicegw-widget");
   await waitState("idle", 0, "the widget to appear");
+
+  if (!FULL_CALL) {
+    // A call that cannot start: it must end at once, saying why, without a peer connection
+    // when the microphone was refused.
+    await host.getByRole("button", { name: "Call", exact: true }).click();
+    const ended = await waitState("ended", 0, "the call to fail");
+    result.end_status = transitions[ended].status;
+    result.status_is_error = await host.evaluate(
+      (h) => h.shadowRoot.querySelector(".vgw-status").getAttribute("data-kind") === "error"
+    );
+    result.peer_connections = await page.evaluate(() => window.__vgw.pcs.length);
+    result.call_again = await host.getByRole("button", { name: "Call again" }).isVisible();
+    return;
+  }
 
   // Call; "listening" comes with session_started on the data channel: the call is up.
   await host.getByRole("button", { name: "Call", exact: true }).click();
@@ -291,12 +329,4 @@ try {
   // sent on the channel (its WebRTC stack's own signalling), kept apart.
   result.events = received.filter((e) => typeof e.event === "string" && e.event !== "latency");
   result.other_messages = received.filter((e) => typeof e.event !== "string");
-  result.ok = true;
-} catch (err) {
-  result.error = err.message.split("\n")[0];
-} finally {
-  result.console_errors = consoleErrors;
-  await context.close().catch(() => {});
-  rmSync(userDataDir, { recursive: true, force: true });
 }
-finish(result.ok ? 0 : 1);
