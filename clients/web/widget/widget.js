@@ -40,7 +40,8 @@
   var ICE_GATHER_CAP_MS = 2000;
   var HANGUP_WAIT_MS = 3000; // after {"type":"hangup"}, how long to wait for session_ended
   var CONNECT_TIMEOUT_MS = 30000; // from the click to session_started
-  var THINKING_CAP_MS = 10000; // a user turn the agent does not answer must not freeze the UI
+  var THINKING_CAP_MS = 10000;
+  var DISCONNECTED_GRACE_MS = 5000; // "disconnected" this long ends the call as failed // a user turn the agent does not answer must not freeze the UI
 
   var STATUS = {
     idle: TITLE,
@@ -244,6 +245,7 @@
       timers: [],
       hangupTimer: null,
       thinkingTimer: null,
+      disconnectedTimer: null,
     };
     call = c;
     captions.textContent = "";
@@ -301,8 +303,20 @@
       }
     };
     pc.onconnectionstatechange = function () {
-      if (pc.connectionState === "failed" && !c.ended) {
+      clearTimeout(c.disconnectedTimer);
+      if (c.ended) {
+        return;
+      }
+      if (pc.connectionState === "failed") {
         finish(c, "ended", "Connection failed: your browser could not reach the voice service.", true);
+      } else if (pc.connectionState === "disconnected") {
+        // Chromium reports "failed" only ~30 s after the path died, but the gateway has ended
+        // the call long before (no pings for 3 s): give a network blip a few seconds, no more.
+        c.disconnectedTimer = setTimeout(function () {
+          if (!c.ended && pc.connectionState !== "connected") {
+            finish(c, "ended", "Connection failed: the connection to the voice service was lost.", true);
+          }
+        }, DISCONNECTED_GRACE_MS);
       }
     };
     dc.onopen = function () {
@@ -462,6 +476,7 @@
     });
     clearTimeout(c.hangupTimer);
     clearTimeout(c.thinkingTimer);
+    clearTimeout(c.disconnectedTimer);
     if (c.dc) {
       c.dc.onclose = null;
     }
