@@ -25,7 +25,6 @@ from typing import Any
 
 from aiohttp import web
 from loguru import logger
-from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
 
 from gateway import metrics
 from gateway.config import Settings
@@ -35,7 +34,7 @@ from gateway.source_ip import Network, client_address
 from gateway.storage import agents
 from gateway.storage._db import Queryable
 from gateway.widget_tokens import TokenError, WidgetTokens
-from transports.webrtc import WebRTCDoor
+from transports.webrtc import WebRTCDoor, WidgetConnection
 
 WEB_ROOT = Path(__file__).resolve().parents[1] / "clients" / "web"
 WIDGET_JS = WEB_ROOT / "widget" / "widget.js"
@@ -182,16 +181,16 @@ class WebRTCEndpoints:
 
     async def _admit(
         self, agent: agents.PublicAgent, origin: str, sdp: str
-    ) -> tuple[SmallWebRTCConnection, Session]:
+    ) -> tuple[WidgetConnection, Session]:
         midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         used = await agents.webrtc_seconds_since(self._db, agent.agent_id, midnight)
         if used >= agent.daily_budget_secs:
             raise HttpError(429, "this agent's call time for today is used up")
-        connection = SmallWebRTCConnection(ice_servers=self._settings.webrtc_ice_servers or None)
+        connection = WidgetConnection(ice_servers=self._settings.webrtc_ice_servers or None)
         try:
             await connection.initialize(sdp=sdp, type="offer")
         except Exception as error:  # noqa: BLE001 - aiortc's parser raises many kinds
-            await connection.disconnect()
+            await connection.close_now()
             raise HttpError(400, f"malformed SDP offer: {error}") from None
         try:
             session = await self._sessions.open(
@@ -207,7 +206,7 @@ class WebRTCEndpoints:
                 )
             )
         except SessionRefused as refused:
-            await connection.disconnect()
+            await connection.close_now()
             status = 402 if refused.reason in _PAYMENT_REASONS else _HTTP_FOR.get(refused.code, 400)
             raise HttpError(status, refused.message) from None
         return connection, session
@@ -242,7 +241,7 @@ class WebRTCEndpoints:
         self._per_agent[agent.agent_id] += 1
 
     def _start(
-        self, session: Session, connection: SmallWebRTCConnection, ip: str, agent_id: uuid.UUID
+        self, session: Session, connection: WidgetConnection, ip: str, agent_id: uuid.UUID
     ) -> None:
         self._live[session.call_id] = _Live(ip, agent_id)
         settings = self._settings
