@@ -83,6 +83,17 @@ class WebRTCEndpoints:
         self._per_ip: Counter[str] = Counter()
         self._per_agent: Counter[uuid.UUID] = Counter()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def live_calls(self) -> int:
+        """WebRTC calls this process is running (their limits are held until they end)."""
+        return len(self._live)
+
+    async def wait_idle(self) -> None:
+        """Returns once no WebRTC call is running here (and every limit is given back)."""
+        await self._idle.wait()
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -244,6 +255,7 @@ class WebRTCEndpoints:
         self, session: Session, connection: WidgetConnection, ip: str, agent_id: uuid.UUID
     ) -> None:
         self._live[session.call_id] = _Live(ip, agent_id)
+        self._idle.clear()
         settings = self._settings
 
         def make_door(control: Any, _utterances: Any) -> WebRTCDoor:
@@ -265,6 +277,8 @@ class WebRTCEndpoints:
         live = self._live.pop(call_id, None)
         if live is not None:
             self._release(live.ip, live.agent_id)
+        if not self._live:
+            self._idle.set()
         if not task.cancelled() and task.exception() is not None:
             logger.error(f"webrtc call {call_id} failed: {task.exception()!r}")
 

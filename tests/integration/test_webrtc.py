@@ -29,12 +29,22 @@ async def web_gateway(
     settings = gateway_settings(
         Path(tmp_path_factory.mktemp("webrtc-state")),
         webrtc_max_calls_per_ip=2,
+        # Only a proxy at 127.0.0.2 is believed; the tests' own requests come from 127.0.0.1.
+        trusted_proxies=["127.0.0.2/32"],
         widget_secret="test-widget-secret-0123456789",
     )
     gw = Gateway(settings, database=database)
     await gw.start()
     yield gw
     await gw.stop(grace_secs=1)
+
+
+@pytest.fixture(autouse=True)
+async def no_call_left_behind(web_gateway: Gateway) -> AsyncIterator[None]:
+    """Each test starts with no live WebRTC call: limits are counted per address and agent."""
+    yield
+    assert web_gateway.webrtc is not None
+    await asyncio.wait_for(web_gateway.webrtc.wait_idle(), 15)
 
 
 async def _public(database: Database, **limits: int) -> Tenant:
@@ -110,7 +120,7 @@ async def test_a_page_that_stops_pinging_is_timed_out(
 async def test_bad_requests_get_their_status_and_a_live_call_carries_on(
     web_gateway: Gateway, database: Database
 ) -> None:
-    tenant = await _public(database, max_concurrent=2)
+    tenant = await _public(database, max_concurrent=4)
     base = f"http://127.0.0.1:{web_gateway.http_port}"
     assert web_gateway.webrtc is not None
     tokens = web_gateway.webrtc.tokens
@@ -219,6 +229,22 @@ async def test_bad_requests_get_their_status_and_a_live_call_carries_on(
                 status, body = await third.post_offer(http, good, await third.offer_sdp())
                 assert status == 429 and "at most 2 calls at once" in body["error"]
                 await third.close()
+                # A forwarded address from a peer that is not a trusted proxy changes nothing.
+                spoofed = BrowserPeer(base, ORIGIN, agent)
+                spoofed.extra_headers = {"X-Forwarded-For": "203.0.113.7"}
+                status, body = await spoofed.post_offer(http, good, await spoofed.offer_sdp())
+                assert status == 429
+                await spoofed.close()
+                # Through the trusted proxy, the forwarded address is the caller: its own count.
+                proxied = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+                async with aiohttp.ClientSession(connector=proxied) as via_proxy:
+                    fourth = _peer(web_gateway, tenant)
+                    fourth.extra_headers = {"X-Forwarded-For": "203.0.113.7"}
+                    try:
+                        await fourth.connect(via_proxy)
+                        await fourth.wait_for(lambda p: p.of("session_started"))
+                    finally:
+                        await fourth.close()
             finally:
                 await second.close()
 

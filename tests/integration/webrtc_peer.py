@@ -8,6 +8,7 @@ second, and records the server's events; the agent's audio is read off the remot
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fractions
 import json
 import time
@@ -64,12 +65,14 @@ class BrowserPeer:
         self._tasks: list[asyncio.Task[Any]] = []
         self.pinging = True
         self.channel: Any = None
+        # e.g. X-Forwarded-For, as a proxy in front of the gateway would add.
+        self.extra_headers: dict[str, str] = {}
 
     async def token(self, http: aiohttp.ClientSession) -> tuple[int, dict[str, Any]]:
         async with http.post(
             f"{self.base_url}/v1/widget/token",
             json={"agent": self.agent},
-            headers={"Origin": self.origin},
+            headers={"Origin": self.origin, **self.extra_headers},
         ) as response:
             return response.status, await response.json()
 
@@ -89,7 +92,11 @@ class BrowserPeer:
         async with http.post(
             f"{self.base_url}/v1/webrtc/offer",
             json={"sdp": sdp, "type": "offer"},
-            headers={"Origin": origin or self.origin, "Authorization": f"Bearer {token}"},
+            headers={
+                "Origin": origin or self.origin,
+                "Authorization": f"Bearer {token}",
+                **self.extra_headers,
+            },
         ) as response:
             return response.status, await response.json()
 
@@ -153,6 +160,12 @@ class BrowserPeer:
         self.channel.send(json.dumps({"type": "hangup"}))
 
     async def close(self) -> None:
+        """Hangs up first when the call is still up, as the widget does on leaving the page."""
+        if self.channel is not None and self.channel.readyState == "open":
+            if not self.of("session_ended"):
+                self.hang_up()
+                with contextlib.suppress(TimeoutError):
+                    await self.wait_for(lambda p: p.of("session_ended"), timeout=5)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
