@@ -72,7 +72,9 @@ class BillingServer:
         app = web.Application()
         app.router.add_get("/metrics", metrics_handler)
         app.add_routes(webhook_routes(payments))
-        self._http, self.http_port = await start_site(app, settings.http_host, settings.http_port)
+        self._http, self.http_port = await start_site(
+            app, settings.http_host, settings.http_port, settings
+        )
         self._sweeper = asyncio.create_task(sweep_forever(meter, settings), name="sweeper")
         logger.info(f"billing listening: grpc={self.grpc_port} http={self.http_port}")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 
 import grpc
 from aiohttp import web
@@ -17,11 +18,18 @@ async def metrics_handler(_: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-async def start_site(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
-    """Starts `app`; returns its runner (to clean up) and the port it listens on."""
+async def start_site(
+    app: web.Application, host: str, port: int, settings: Settings | None = None
+) -> tuple[web.AppRunner, int]:
+    """Starts `app` (over TLS with the gRPC certificate when one is configured: browsers allow
+    the widget's microphone only on https or localhost); returns its runner and its port."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    context = None
+    if settings is not None and settings.tls_cert and settings.tls_key:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        await asyncio.to_thread(context.load_cert_chain, settings.tls_cert, settings.tls_key)
+    site = web.TCPSite(runner, host, port, ssl_context=context)
     await site.start()
     server = getattr(site, "_server", None)
     sockets = getattr(server, "sockets", None) or []

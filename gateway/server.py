@@ -167,7 +167,7 @@ class Gateway:
             self.webrtc = WebRTCEndpoints(self.settings, self.database.pool, self.sessions)
             app.add_routes(self.webrtc.routes())
         self._http, self.http_port = await start_site(
-            app, self.settings.http_host, self.settings.http_port
+            app, self.settings.http_host, self.settings.http_port, self.settings
         )
 
     async def stop(self, grace_secs: float | None = None) -> None:

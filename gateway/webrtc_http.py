@@ -25,7 +25,6 @@ from typing import Any
 
 from aiohttp import web
 from loguru import logger
-from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
 
 from gateway import metrics
 from gateway.config import Settings
@@ -35,7 +34,7 @@ from gateway.source_ip import Network, client_address
 from gateway.storage import agents
 from gateway.storage._db import Queryable
 from gateway.widget_tokens import TokenError, WidgetTokens
-from transports.webrtc import WebRTCDoor
+from transports.webrtc import WebRTCDoor, WidgetConnection
 
 WEB_ROOT = Path(__file__).resolve().parents[1] / "clients" / "web"
 WIDGET_JS = WEB_ROOT / "widget" / "widget.js"
@@ -84,6 +83,17 @@ class WebRTCEndpoints:
         self._per_ip: Counter[str] = Counter()
         self._per_agent: Counter[uuid.UUID] = Counter()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def live_calls(self) -> int:
+        """WebRTC calls this process is running (their limits are held until they end)."""
+        return len(self._live)
+
+    async def wait_idle(self) -> None:
+        """Returns once no WebRTC call is running here (and every limit is given back)."""
+        await self._idle.wait()
 
     def routes(self) -> list[web.RouteDef]:
         return [
@@ -182,16 +192,16 @@ class WebRTCEndpoints:
 
     async def _admit(
         self, agent: agents.PublicAgent, origin: str, sdp: str
-    ) -> tuple[SmallWebRTCConnection, Session]:
+    ) -> tuple[WidgetConnection, Session]:
         midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         used = await agents.webrtc_seconds_since(self._db, agent.agent_id, midnight)
         if used >= agent.daily_budget_secs:
             raise HttpError(429, "this agent's call time for today is used up")
-        connection = SmallWebRTCConnection(ice_servers=self._settings.webrtc_ice_servers or None)
+        connection = WidgetConnection(ice_servers=self._settings.webrtc_ice_servers or None)
         try:
             await connection.initialize(sdp=sdp, type="offer")
         except Exception as error:  # noqa: BLE001 - aiortc's parser raises many kinds
-            await connection.disconnect()
+            await connection.close_now()
             raise HttpError(400, f"malformed SDP offer: {error}") from None
         try:
             session = await self._sessions.open(
@@ -207,7 +217,7 @@ class WebRTCEndpoints:
                 )
             )
         except SessionRefused as refused:
-            await connection.disconnect()
+            await connection.close_now()
             status = 402 if refused.reason in _PAYMENT_REASONS else _HTTP_FOR.get(refused.code, 400)
             raise HttpError(status, refused.message) from None
         return connection, session
@@ -242,9 +252,10 @@ class WebRTCEndpoints:
         self._per_agent[agent.agent_id] += 1
 
     def _start(
-        self, session: Session, connection: SmallWebRTCConnection, ip: str, agent_id: uuid.UUID
+        self, session: Session, connection: WidgetConnection, ip: str, agent_id: uuid.UUID
     ) -> None:
         self._live[session.call_id] = _Live(ip, agent_id)
+        self._idle.clear()
         settings = self._settings
 
         def make_door(control: Any, _utterances: Any) -> WebRTCDoor:
@@ -266,6 +277,8 @@ class WebRTCEndpoints:
         live = self._live.pop(call_id, None)
         if live is not None:
             self._release(live.ip, live.agent_id)
+        if not self._live:
+            self._idle.set()
         if not task.cancelled() and task.exception() is not None:
             logger.error(f"webrtc call {call_id} failed: {task.exception()!r}")
 

@@ -9,6 +9,7 @@ import ipaddress
 import json
 import logging
 import os
+import ssl
 import stat
 import uuid
 import wave
@@ -170,6 +171,14 @@ async def test_tls_serving(database: Database, tenant: Tenant, tmp_path: Path) -
                 await caller.wait_end(timeout=30)
                 raise caller.log.error or AssertionError("plaintext call was not refused")
         assert refused.value.code == "UNAVAILABLE"
+        # The HTTP side (widget, offers, metrics) is served over TLS with the same certificate.
+        context = ssl.create_default_context(cafile=str(cert))
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"https://localhost:{gw.http_port}/healthz", ssl=context) as ok:
+                assert ok.status == 200
+            with pytest.raises(aiohttp.ClientError):
+                async with http.get(f"http://localhost:{gw.http_port}/healthz") as plain_http:
+                    await plain_http.read()
     finally:
         await gw.stop(grace_secs=1)
 

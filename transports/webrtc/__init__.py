@@ -1,5 +1,5 @@
 """The browser door (WebRTC)."""
 
-from transports.webrtc.door import WebRTCDoor, event_json
+from transports.webrtc.door import WebRTCDoor, WidgetConnection, event_json
 
-__all__ = ["WebRTCDoor", "event_json"]
+__all__ = ["WebRTCDoor", "WidgetConnection", "event_json"]

@@ -29,11 +29,31 @@ from transports.door import CallControl
 from transports.events import EndReason, EndRequest, SessionEvent
 from transports.grpc_stream.wire import event_to_proto
 
-# What the browser sends and receives on the wire (Opus at 48 kHz, whatever we resample to).
-WIRE_FORMAT = AudioFormat("opus", 48000)
+# What the browser sends and receives on the wire (Opus at 48 kHz, whatever we resample to);
+# the SDK's AudioFormat knows only the gRPC encodings, so session_started says so directly.
+WIRE_FORMAT = {"encoding": "opus", "sample_rate_hz": 48000}
+_PLACEHOLDER = AudioFormat("linear16", 48000)
 # Time to set up ICE and DTLS before the first ping is due.
 CONNECT_TIMEOUT_SECS = 15.0
 FLUSH_SECS = 1.0
+
+
+class WidgetConnection(SmallWebRTCConnection):
+    """A peer connection only the door closes.
+
+    Pipecat's transport closes the peer when the pipeline stops, but the Session sends the
+    call's last event (`session_ended`) after that; the door closes it once that has left.
+    """
+
+    _held = True
+
+    async def disconnect(self) -> None:
+        if not self._held:
+            await super().disconnect()
+
+    async def close_now(self) -> None:
+        self._held = False
+        await super().disconnect()
 
 
 def event_json(event: SessionEvent) -> dict[str, Any] | None:
@@ -41,7 +61,10 @@ def event_json(event: SessionEvent) -> dict[str, Any] | None:
     parsed = event_from_proto(event_to_proto(event))
     if parsed is None:
         return None
-    return event_record(parsed, (WIRE_FORMAT, WIRE_FORMAT))
+    record = event_record(parsed, (_PLACEHOLDER, _PLACEHOLDER))
+    if record.get("event") == "session_started":
+        record["input_format"] = record["output_format"] = dict(WIRE_FORMAT)
+    return record
 
 
 class _CountingInput(SmallWebRTCInputTransport):
@@ -75,7 +98,7 @@ class WebRTCDoor:
     def __init__(
         self,
         control: CallControl,
-        connection: SmallWebRTCConnection,
+        connection: WidgetConnection,
         *,
         in_rate: int = 16000,
         out_rate: int = 24000,
@@ -175,4 +198,4 @@ class WebRTCDoor:
             return
         self._closed = True
         self._watch.cancel()
-        await self.connection.disconnect()
+        await self.connection.close_now()
