@@ -41,9 +41,9 @@ CHROMIUM = Path(os.environ.get("VOICEGW_CHROMIUM", "/usr/bin/chromium"))
 SCREENSHOT_ENV = "VOICEGW_WIDGET_SCREENSHOT"
 QUESTION = "what are your opening hours"
 WAV_RATE = 48000  # the browser's own capture rate: Chromium plays the file without resampling
-# After the greeting ends, before the question starts: the connection takes about a second, and
+# After the greeting ends, before the question starts: the connection takes one to two seconds, and
 # the question must not barge into the greeting (that is another test's subject).
-LEAD_MARGIN_MS = 4000
+LEAD_MARGIN_MS = 6000
 
 # The fields of each data-channel event: `voicegw talk --events` lines without t_ms.
 EVENT_FIELDS = {
