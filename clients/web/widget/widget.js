@@ -298,7 +298,16 @@
       var playing = player.play();
       if (playing && playing.catch) {
         playing.catch(function () {
-          setStatusText("Your browser blocked the assistant's audio. Click the page to hear it.", true);
+          // Autoplay refused (the click that started the call was too long ago): the next click
+          // on the widget is a gesture that lets it play.
+          setStatusText("Your browser held back the assistant's audio: click here to hear it.", true);
+          panel.addEventListener(
+            "click",
+            function () {
+              player.play().catch(function () {});
+            },
+            { once: true }
+          );
         });
       }
     };
