@@ -25,12 +25,13 @@ def test_defaults() -> None:
 
 
 def test_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DATABASE_URL", "postgresql://u:secret@db/voicegw")
+    monkeypatch.setenv("DATABASE_URL", "postgresql://u:pw-5ecr3t@db/voicegw")
     monkeypatch.setenv("VOICEGW_GRPC_PORT", "6000")
     monkeypatch.setenv("VOICEGW_LOG_LEVEL", "debug")
+    monkeypatch.setenv("VOICEGW_WIDGET_SECRET", "widget-key-5ecr3t-0123456789")
     settings = Settings()
-    assert settings.database_dsn() == "postgresql://u:secret@db/voicegw"
-    assert "secret" not in repr(settings)
+    assert settings.database_dsn() == "postgresql://u:pw-5ecr3t@db/voicegw"
+    assert "5ecr3t" not in repr(settings)  # neither the DSN's password nor the widget key
     assert (settings.grpc_port, settings.log_level) == (6000, "DEBUG")
 
 
