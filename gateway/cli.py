@@ -13,6 +13,7 @@ import asyncio
 import importlib
 import inspect
 import json
+import re
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -164,6 +165,23 @@ def _build_parser() -> argparse.ArgumentParser:
     agent_list = agent.add_parser("list", help="list an organisation's agents")
     agent_list.add_argument("--org", default="default")
     agent_list.set_defaults(handler=_cmd_agent_list)
+    agent_public = agent.add_parser(
+        "public", help="let web pages call an agent through the browser widget (or stop: --off)"
+    )
+    agent_public.add_argument("name")
+    agent_public.add_argument("--org", default="default")
+    agent_public.add_argument(
+        "--origin",
+        action="append",
+        dest="origins",
+        default=[],
+        metavar="URL",
+        help="a page origin allowed to call it, e.g. https://shop.example (repeatable)",
+    )
+    agent_public.add_argument("--max-concurrent", type=_positive, default=2, metavar="N")
+    agent_public.add_argument("--daily-budget-secs", type=_positive, default=3600, metavar="N")
+    agent_public.add_argument("--off", action="store_true", help="no longer public")
+    agent_public.set_defaults(handler=_cmd_agent_public)
 
     # Its own module keeps this one small; imported here, after this module has loaded, since
     # it builds on this module's plumbing.
@@ -453,6 +471,36 @@ def _cmd_agent_list(args: argparse.Namespace, _: list[str]) -> int:
             for a in found
         ]
         _table(("NAME", "VERSION", "PUBLIC", "UPDATED"), rows)
+        return 0
+
+    return _with_db(args, work)
+
+
+def _cmd_agent_public(args: argparse.Namespace, _: list[str]) -> int:
+    from gateway.storage import agents
+
+    origins = [o.rstrip("/") for o in args.origins]
+    if not args.off and not origins:
+        raise CliError("give at least one --origin (the pages that may embed the widget)")
+    bad = [o for o in origins if not re.match(r"^https?://[^/\s]+$", o)]
+    if bad:
+        raise CliError(f"an origin is scheme://host[:port] with no path: {', '.join(bad)}")
+
+    async def work(db: Any) -> int:
+        org_id = await _org_id(db, args.org)
+        found = await agents.set_widget(
+            db.pool,
+            org_id,
+            args.name,
+            public=not args.off,
+            origins=[] if args.off else origins,
+            max_concurrent=args.max_concurrent,
+            daily_budget_secs=args.daily_budget_secs,
+        )
+        if not found:
+            raise CliError(f"no agent {args.name!r} in {args.org!r}")
+        state = "no longer public" if args.off else f"public for {', '.join(origins)}"
+        print(f"{args.org}/{args.name} is {state}")
         return 0
 
     return _with_db(args, work)

@@ -283,3 +283,39 @@ async def test_serve_with_workers_runs_the_supervisor_not_a_gateway(
     from gateway.cli import serve_settings
 
     assert serve_settings(received[0]).workers == 3
+
+
+async def test_agent_public_marks_and_unmarks_an_agent_for_the_widget(
+    env, database, agent_config, capsys, tmp_path: Path
+) -> None:
+    from gateway.storage import agents
+
+    org = _name()
+    await run(capsys, "org", "create", org)
+    path = tmp_path / "agent.toml"
+    path.write_text(agent_config.default_secretary().to_toml())
+    await run(capsys, "agent", "set", "desk", "--file", str(path), "--org", org)
+    code, _, err = await run(capsys, "agent", "public", "desk", "--org", org)
+    assert code == 1 and "--origin" in err
+    code, _, err = await run(
+        capsys, "agent", "public", "desk", "--org", org, "--origin", "https://a.example/page"
+    )
+    assert code == 1 and "no path" in err
+    code, out, _ = await run(
+        capsys,
+        "agent", "public", "desk", "--org", org,
+        "--origin", "https://a.example/", "--origin", "http://localhost:8080",
+        "--max-concurrent", "3",
+    )  # fmt: skip
+    assert code == 0 and "public for https://a.example, http://localhost:8080" in out
+    found = await agents.find_public(database.pool, org, "desk")
+    assert found is not None
+    assert (found.origins, found.max_concurrent, found.daily_budget_secs) == (
+        ("https://a.example", "http://localhost:8080"),
+        3,
+        3600,
+    )
+    code, out, _ = await run(capsys, "agent", "public", "desk", "--org", org, "--off")
+    assert code == 0 and await agents.find_public(database.pool, org, "desk") is None
+    code, _, err = await run(capsys, "agent", "public", "nobody", "--org", org, "--off")
+    assert code == 1 and "no agent" in err
