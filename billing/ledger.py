@@ -115,6 +115,19 @@ def _hold(row: Any) -> Hold:
     )
 
 
+async def _find_account(
+    db: Queryable, org_id: uuid.UUID | None, kind: str, currency: str
+) -> Account | None:
+    row = await db.fetchrow(
+        f"""SELECT {_ACCOUNT} FROM billing_accounts
+            WHERE org_id IS NOT DISTINCT FROM $1 AND kind = $2 AND currency = $3""",
+        org_id,
+        kind,
+        currency,
+    )
+    return _account(row) if row is not None else None
+
+
 def request_hash(request: dict[str, Any]) -> str:
     """Stable digest of a request, so a key reused for another request is caught."""
     canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), default=str)
@@ -161,15 +174,9 @@ class Ledger:
         db = db or self._db
         # Looked up first: the insert's conflict check waits for whichever transaction last
         # changed the row (measured: a third of the waits on the shared revenue account).
-        row = await db.fetchrow(
-            f"""SELECT {_ACCOUNT} FROM billing_accounts
-                WHERE org_id IS NOT DISTINCT FROM $1 AND kind = $2 AND currency = $3""",
-            org_id,
-            kind,
-            currency,
-        )
-        if row is not None:
-            return _account(row)
+        found = await _find_account(db, org_id, kind, currency)
+        if found is not None:
+            return found
         row = await db.fetchrow(
             f"""INSERT INTO billing_accounts (org_id, kind, currency, created_at)
                 VALUES ($1, $2, $3, $4)
@@ -180,15 +187,11 @@ class Ledger:
             currency,
             self.clock.now(),
         )
-        if row is None:
-            row = await db.fetchrow(
-                f"""SELECT {_ACCOUNT} FROM billing_accounts
-                    WHERE org_id IS NOT DISTINCT FROM $1 AND kind = $2 AND currency = $3""",
-                org_id,
-                kind,
-                currency,
-            )
-        return _account(row)
+        if row is not None:
+            return _account(row)
+        created = await _find_account(db, org_id, kind, currency)  # by a concurrent insert
+        assert created is not None
+        return created
 
     # Transactions -----------------------------------------------------------------------------
 
