@@ -117,6 +117,25 @@ async def test_a_page_that_stops_pinging_is_timed_out(
     )
 
 
+async def test_a_page_whose_audio_stops_is_timed_out(
+    web_gateway: Gateway, database: Database
+) -> None:
+    tenant = await _public(database)
+    peer = _peer(web_gateway, tenant)
+    async with aiohttp.ClientSession() as http:
+        try:
+            await peer.connect(http)
+            await peer.wait_for(lambda p: p.of("session_started"))
+            peer.mic.stop()  # the microphone track ends; the page still pings
+            row = await _ended_row(database, tenant)
+        finally:
+            await peer.close()
+    assert (row["end_reason"], row["end_detail"]) == (
+        "client_timeout",
+        "no audio from the page for 5 s",
+    )
+
+
 async def test_bad_requests_get_their_status_and_a_live_call_carries_on(
     web_gateway: Gateway, database: Database
 ) -> None:

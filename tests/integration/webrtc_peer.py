@@ -18,7 +18,7 @@ import aiohttp
 import av
 import numpy as np
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
-from aiortc.mediastreams import AudioStreamTrack
+from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
 
 RATE = 48000
 FRAME = 960  # 20 ms
@@ -37,6 +37,8 @@ class Microphone(AudioStreamTrack):
         self._pending += pcm16_48k
 
     async def recv(self) -> av.AudioFrame:
+        if self.readyState != "live":
+            raise MediaStreamError  # stopped: the sender stops sending, as a muted tab's would
         if self._start is None:
             self._start = time.monotonic()
         else:
