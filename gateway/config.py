@@ -174,7 +174,8 @@ class Settings(BaseSettings):
     widget_token_ttl_secs: float = Field(default=60.0, gt=0, le=600)
     webrtc_ice_servers: list[str] = Field(default_factory=list)
     webrtc_max_calls_per_ip: int = Field(default=3, ge=1)
-    webrtc_ping_timeout_secs: float = Field(default=3.0, gt=0)
+    # At most 3: Pipecat's connection treats a peer 3 s without a ping as gone (audio dropped).
+    webrtc_ping_timeout_secs: float = Field(default=3.0, gt=0, le=3.0)
     webrtc_audio_timeout_secs: float = Field(default=5.0, gt=0)
     # Proxies whose X-Forwarded-For is believed when taking a client's address (CIDRs).
     trusted_proxies: list[str] = Field(default_factory=list)

@@ -256,14 +256,26 @@ class Session:
         )
         self._door = door
         started_at = datetime.now(UTC)
-        await self._store.call_started(
-            self.call_id,
-            identity,
-            door.name,
-            self._input_format,
-            self._output_format,
-            started_at,
-        )
+        try:
+            await self._store.call_started(
+                self.call_id,
+                identity,
+                door.name,
+                self._input_format,
+                self._output_format,
+                started_at,
+            )
+        except Exception as failure:  # noqa: BLE001 - no call row: the call must not go on
+            # Nothing was said to the caller yet; release the door and the money held for it.
+            logger.exception("storing the call's start failed; ending it")
+            request = EndRequest(EndReason.ERROR, f"internal error: {type(failure).__name__}")
+            self.request_end(request)
+            self.outcome = request
+            self._door = None
+            if self.metering is not None:
+                await asyncio.shield(self.metering.finish(0, request.reason.value))
+            await door.abort()
+            return request
         metrics.CALLS_STARTED.labels(door.name).inc()
         metrics.CALLS_ACTIVE.labels(door.name).inc()
         logger.info(

@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import re
+import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -34,12 +36,20 @@ from gateway.source_ip import Network, client_address
 from gateway.storage import agents
 from gateway.storage._db import Queryable
 from gateway.widget_tokens import TokenError, WidgetTokens
+from transports.events import EndReason, EndRequest
 from transports.webrtc import WebRTCDoor, WidgetConnection
 
 WEB_ROOT = Path(__file__).resolve().parents[1] / "clients" / "web"
 WIDGET_JS = WEB_ROOT / "widget" / "widget.js"
 DEMO_HTML = WEB_ROOT / "demo" / "index.html"
 MAX_BODY_BYTES = 64 * 1024
+# More remote candidates than any browser sends: each one gets connectivity checks from us.
+MAX_CANDIDATES = 32
+BUDGET_CHECK_SECS = 2.0
+_ORIGIN_RE = re.compile(
+    r"^https?://[A-Za-z0-9.\-]+(:\d{1,5})?$|^https?://\[[0-9A-Fa-f:.]+\](:\d{1,5})?$"
+)
+_AGENT_RE = re.compile(r"^[^/\x00-\x1f\x7f]{1,200}/[^/\x00-\x1f\x7f]{1,200}$")
 IN_RATE, OUT_RATE = 16000, 24000
 # A refused session's gRPC code, as the page's HTTP status.
 _HTTP_FOR = {
@@ -61,8 +71,10 @@ class HttpError(Exception):
 
 @dataclass(slots=True)
 class _Live:
+    session: Session
     ip: str
-    agent_id: uuid.UUID
+    agent: agents.PublicAgent
+    started: float  # monotonic
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -85,6 +97,7 @@ class WebRTCEndpoints:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._enforcer: asyncio.Task[None] | None = None
 
     @property
     def live_calls(self) -> int:
@@ -116,15 +129,22 @@ class WebRTCEndpoints:
             except HttpError as error:
                 metrics.CALLS_REFUSED.labels("webrtc", str(error.status)).inc()
                 response = web.json_response({"error": str(error)}, status=error.status)
-                origin = request.headers.get("Origin")
-                if origin and await agents.is_public_origin(self._db, origin):
+                origin = _valid_origin(request.headers.get("Origin", ""))
+                if origin and await _quietly(agents.is_public_origin(self._db, origin)):
+                    _cors(response, origin)
+                return response
+            except Exception:  # noqa: BLE001 - a bug or a database fault: logged, and a 500
+                logger.exception(f"{request.method} {request.path} failed")
+                response = web.json_response({"error": "internal error"}, status=500)
+                origin = _valid_origin(request.headers.get("Origin", ""))
+                if origin:  # so the page can show the error rather than "unreachable"
                     _cors(response, origin)
                 return response
 
         return run
 
     async def _preflight(self, request: web.Request) -> web.StreamResponse:
-        origin = request.headers.get("Origin", "")
+        origin = _valid_origin(request.headers.get("Origin", ""))
         if not origin or not await agents.is_public_origin(self._db, origin):
             raise HttpError(403, "this origin may not call any public agent")
         response = web.Response(status=204)
@@ -170,8 +190,11 @@ class WebRTCEndpoints:
         sdp, kind = body.get("sdp"), body.get("type")
         if kind != "offer" or not isinstance(sdp, str) or not sdp.strip():
             raise HttpError(400, 'the body must be {"sdp": "<offer SDP>", "type": "offer"}')
-        if not any(line.startswith("m=audio") for line in sdp.splitlines()):
+        lines = sdp.splitlines()
+        if not any(line.startswith("m=audio") for line in lines):
             raise HttpError(400, "the offer has no audio (m=audio) section")
+        if sum(line.startswith("a=candidate") for line in lines) > MAX_CANDIDATES:
+            raise HttpError(400, f"the offer lists more than {MAX_CANDIDATES} ICE candidates")
         agent = await agents.find_public(self._db, grant.org_name, grant.agent)
         if agent is None or origin not in agent.origins:
             raise HttpError(403, f"agent {grant.org_name}/{grant.agent} is no longer public here")
@@ -182,7 +205,7 @@ class WebRTCEndpoints:
         except BaseException:
             self._release(ip, agent.agent_id)
             raise
-        self._start(session, connection, ip, agent.agent_id)
+        self._start(session, connection, ip, agent)
         answer = connection.get_answer()
         response = web.json_response(
             {"sdp": answer["sdp"], "type": answer["type"], "pc_id": answer["pc_id"]}
@@ -193,9 +216,7 @@ class WebRTCEndpoints:
     async def _admit(
         self, agent: agents.PublicAgent, origin: str, sdp: str
     ) -> tuple[WidgetConnection, Session]:
-        midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        used = await agents.webrtc_seconds_since(self._db, agent.agent_id, midnight)
-        if used >= agent.daily_budget_secs:
+        if await self._budget_left(agent) <= 0:
             raise HttpError(429, "this agent's call time for today is used up")
         connection = WidgetConnection(ice_servers=self._settings.webrtc_ice_servers or None)
         try:
@@ -220,6 +241,9 @@ class WebRTCEndpoints:
             await connection.close_now()
             status = 402 if refused.reason in _PAYMENT_REASONS else _HTTP_FOR.get(refused.code, 400)
             raise HttpError(status, refused.message) from None
+        except BaseException:
+            await connection.close_now()
+            raise
         return connection, session
 
     async def _widget(self, _: web.Request) -> web.StreamResponse:
@@ -230,12 +254,43 @@ class WebRTCEndpoints:
 
     # Limits and the call -----------------------------------------------------------------
 
+    async def _budget_left(self, agent: agents.PublicAgent) -> float:
+        """Seconds of the agent's daily budget left: its ended calls today (from the database)
+        and its calls live in this process (known here to be really live)."""
+        midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        ended = await agents.webrtc_seconds_since(self._db, agent.agent_id, midnight)
+        now = time.monotonic()
+        live = sum(now - c.started for c in self._live.values() if c.agent == agent)
+        return agent.daily_budget_secs - ended - live
+
+    async def _enforce_budgets(self) -> None:
+        """Ends an agent's live calls once its budget for the day is spent: a check at
+        admission alone would let two visitors stay on all day."""
+        while self._live:
+            for agent in {c.agent for c in self._live.values()}:
+                try:
+                    left = await self._budget_left(agent)
+                except Exception:  # noqa: BLE001 - the database may be away; next round
+                    continue
+                if left > 0:
+                    continue
+                for live in [c for c in self._live.values() if c.agent == agent]:
+                    live.session.request_end(
+                        EndRequest(
+                            EndReason.BALANCE_EXHAUSTED,
+                            "the agent's web call time for today is used up",
+                        )
+                    )
+            await asyncio.sleep(BUDGET_CHECK_SECS)
+
     def _client_ip(self, request: web.Request) -> str:
         address = client_address(
             request.remote, request.headers.getall("X-Forwarded-For", []), self._proxies
         )
         if address is None:
             raise HttpError(400, "cannot tell the client's address")
+        if address.version == 6:  # one host holds a /64: count it as one address
+            return str(ipaddress.ip_network(f"{address}/64", strict=False))
         return str(address)
 
     def _reserve(self, ip: str, agent: agents.PublicAgent) -> None:
@@ -252,10 +307,16 @@ class WebRTCEndpoints:
         self._per_agent[agent.agent_id] += 1
 
     def _start(
-        self, session: Session, connection: WidgetConnection, ip: str, agent_id: uuid.UUID
+        self,
+        session: Session,
+        connection: WidgetConnection,
+        ip: str,
+        agent: agents.PublicAgent,
     ) -> None:
-        self._live[session.call_id] = _Live(ip, agent_id)
-        self._idle.clear()
+        self._live[session.call_id] = _Live(session, ip, agent, time.monotonic())
+        if self._idle.is_set():
+            self._idle.clear()
+            self._enforcer = asyncio.create_task(self._enforce_budgets(), name="webrtc-budgets")
         settings = self._settings
 
         def make_door(control: Any, _utterances: Any) -> WebRTCDoor:
@@ -276,7 +337,7 @@ class WebRTCEndpoints:
         self._tasks.discard(task)
         live = self._live.pop(call_id, None)
         if live is not None:
-            self._release(live.ip, live.agent_id)
+            self._release(live.ip, live.agent.agent_id)
         if not self._live:
             self._idle.set()
         if not task.cancelled() and task.exception() is not None:
@@ -292,6 +353,8 @@ class WebRTCEndpoints:
 
     async def close(self) -> None:
         """Waits for the calls' tasks (the SessionManager ends them at shutdown)."""
+        if self._enforcer is not None:
+            self._enforcer.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
@@ -301,16 +364,30 @@ def _cors(response: web.StreamResponse, origin: str) -> None:
     response.headers["Vary"] = "Origin"
 
 
+def _valid_origin(value: str) -> str | None:
+    """`scheme://host[:port]` as browsers send it, else None (nothing else reaches the DB)."""
+    origin = value.strip().rstrip("/")
+    return origin if _ORIGIN_RE.match(origin) else None
+
+
 def _origin(request: web.Request) -> str:
-    origin = request.headers.get("Origin", "").rstrip("/")
-    if not origin or origin == "null":
-        raise HttpError(403, "the request has no Origin: only web pages may use the widget")
+    origin = _valid_origin(request.headers.get("Origin", ""))
+    if origin is None:
+        raise HttpError(403, "the request has no valid Origin: only web pages may use the widget")
     return origin
 
 
+async def _quietly(check: Awaitable[bool]) -> bool:
+    """A CORS decision on an error path: a failing lookup means no CORS, not a second error."""
+    try:
+        return await check
+    except Exception:  # noqa: BLE001
+        return False
+
+
 def _agent_name(value: Any) -> tuple[str, str]:
-    if not isinstance(value, str) or value.count("/") != 1 or "" in value.split("/"):
-        raise HttpError(400, '"agent" must be "ORGANISATION/AGENT"')
+    if not isinstance(value, str) or not _AGENT_RE.match(value):
+        raise HttpError(400, '"agent" must be "ORGANISATION/AGENT" (printable, no slashes)')
     org_name, agent_name = value.split("/")
     return org_name, agent_name
 
@@ -318,7 +395,10 @@ def _agent_name(value: Any) -> tuple[str, str]:
 async def _json_body(request: web.Request) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
         raise HttpError(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
-    raw = await request.content.read(MAX_BODY_BYTES + 1)
+    try:
+        raw = await request.read()  # the whole body, however it arrives in segments
+    except web.HTTPRequestEntityTooLarge:
+        raise HttpError(413, f"the body is larger than {MAX_BODY_BYTES} bytes") from None
     if len(raw) > MAX_BODY_BYTES:
         raise HttpError(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
     try:

@@ -45,6 +45,9 @@ class WidgetTokens:
             raise ValueError("the widget token secret must be at least 16 bytes")
         self._key = key
         self.ttl_secs = ttl_secs
+        # Nonces of tokens already used, until they expire (per process: a replay to another
+        # replica within the token's minute is not caught).
+        self._used: dict[str, float] = {}
 
     def mint(self, org_name: str, agent: str, origin: str, *, now: float | None = None) -> str:
         claims = {
@@ -58,8 +61,9 @@ class WidgetTokens:
         return f"{body}.{self._sign(body)}"
 
     def verify(self, token: str, *, now: float | None = None) -> WidgetGrant:
+        """The token's grant, once: a token starts one call (replays are refused here)."""
         body, _, signature = token.partition(".")
-        if not body or not signature:
+        if not body or not signature or not token.isascii():
             raise TokenError("malformed widget token")
         if not hmac.compare_digest(signature, self._sign(body)):
             raise TokenError("invalid widget token")
@@ -73,8 +77,14 @@ class WidgetTokens:
             )
         except (ValueError, KeyError, TypeError):
             raise TokenError("malformed widget token") from None
-        if (now or time.time()) > grant.expires_at:
+        moment = now or time.time()
+        if moment > grant.expires_at:
             raise TokenError("the widget token has expired; ask for a new one")
+        nonce = str(claims.get("n", ""))
+        self._used = {n: exp for n, exp in self._used.items() if exp >= moment}
+        if nonce in self._used:
+            raise TokenError("the widget token was already used; ask for a new one")
+        self._used[nonce] = grant.expires_at
         return grant
 
     def _sign(self, body: str) -> str:

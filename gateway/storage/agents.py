@@ -240,11 +240,14 @@ async def is_public_origin(db: Queryable, origin: str) -> bool:
 
 
 async def webrtc_seconds_since(db: Queryable, agent_id: uuid.UUID, since: datetime) -> int:
-    """Seconds of WebRTC calls of the agent started since `since` (live ones so far)."""
+    """Seconds of the agent's ended WebRTC calls that started since `since`.
+
+    Live calls are the caller's to add (it knows which are really live): a row left `active` by
+    a crashed process must not eat the budget for the rest of the day.
+    """
     value = await db.fetchval(
-        """SELECT COALESCE(SUM(COALESCE(duration_ms,
-                      EXTRACT(EPOCH FROM (now() - started_at)) * 1000)), 0) / 1000
-           FROM calls WHERE agent_id = $1 AND door = 'webrtc' AND started_at >= $2""",
+        """SELECT COALESCE(SUM(duration_ms), 0) / 1000 FROM calls
+           WHERE agent_id = $1 AND door = 'webrtc' AND started_at >= $2 AND status = 'ended'""",
         agent_id,
         since,
     )

@@ -4,6 +4,7 @@ bad request refused with its status while a call in progress carries on."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -156,8 +157,13 @@ async def test_bad_requests_get_their_status_and_a_live_call_carries_on(
                     assert "error" in payload or response.status == 200
                     return response.status
 
-            good = tokens.mint(tenant.name, "secretary", ORIGIN)
-            auth = {"Origin": ORIGIN, "Authorization": f"Bearer {good}"}
+            def fresh() -> str:  # a token starts one call: each attempt gets its own
+                return tokens.mint(tenant.name, "secretary", ORIGIN)
+
+            def auth() -> dict[str, str]:
+                return {"Origin": ORIGIN, "Authorization": f"Bearer {fresh()}"}
+
+            good = fresh()
             probe = BrowserPeer(base, ORIGIN, agent)
             sdp = await probe.offer_sdp()
             no_audio = BrowserPeer(base, ORIGIN, agent)
@@ -212,31 +218,57 @@ async def test_bad_requests_get_their_status_and_a_live_call_carries_on(
                     "offer from another origin than the token's",
                     "/v1/webrtc/offer",
                     {"sdp": sdp, "type": "offer"},
-                    {"Origin": "https://evil.example", "Authorization": f"Bearer {good}"},
+                    {"Origin": "https://evil.example", "Authorization": f"Bearer {fresh()}"},
                     403,
                 ),
                 (
                     "malformed SDP",
                     "/v1/webrtc/offer",
                     {"sdp": "v=0\r\nm=audio garbage\r\n", "type": "offer"},
-                    auth,
+                    auth(),
                     400,
                 ),
                 (
                     "an offer without audio",
                     "/v1/webrtc/offer",
                     {"sdp": data_only, "type": "offer"},
-                    auth,
+                    auth(),
                     400,
                 ),
-                ("not an offer", "/v1/webrtc/offer", {"sdp": sdp, "type": "answer"}, auth, 400),
+                ("not an offer", "/v1/webrtc/offer", {"sdp": sdp, "type": "answer"}, auth(), 400),
             ]
             for what, path, body, headers, expected in cases:
                 assert await post(path, body, **headers) == expected, what
             async with http.post(
-                f"{base}/v1/webrtc/offer", data=b"{not json", headers=auth
+                f"{base}/v1/webrtc/offer", data=b"{not json", headers=auth()
             ) as response:
                 assert response.status == 400
+            # A token starts one call: the same token again is refused.
+            once = auth()
+            async with http.post(
+                f"{base}/v1/webrtc/offer", json={"sdp": "x", "type": "answer"}, headers=once
+            ) as response:
+                assert response.status == 400  # used up by a bad offer all the same
+            async with http.post(
+                f"{base}/v1/webrtc/offer", json={"sdp": sdp, "type": "offer"}, headers=once
+            ) as response:
+                assert response.status == 401 and "already used" in (await response.json())["error"]
+            # Hostile bytes get their 4xx, never a 500.
+            odd = {"Origin": ORIGIN, "Authorization": "Bearer abc.d\u00e9f"}
+            assert await post("/v1/webrtc/offer", {"sdp": sdp, "type": "offer"}, **odd) == 401
+            assert await post("/v1/widget/token", {"agent": "a\u0000b/c"}, Origin=ORIGIN) == 400
+
+            # An offer whose body arrives in pieces (a real network, a proxy) is read whole.
+            async def pieces() -> AsyncIterator[bytes]:
+                body = json.dumps({"agent": agent}).encode()
+                yield body[:5]
+                await asyncio.sleep(0.2)  # the second segment comes later, as over a network
+                yield body[5:]
+
+            async with http.post(
+                f"{base}/v1/widget/token", data=pieces(), headers={"Origin": ORIGIN}
+            ) as response:
+                assert response.status == 200
             await probe.close()
             await no_audio.close()
 
@@ -245,13 +277,13 @@ async def test_bad_requests_get_their_status_and_a_live_call_carries_on(
             try:
                 await second.connect(http)
                 third = BrowserPeer(base, ORIGIN, agent)
-                status, body = await third.post_offer(http, good, await third.offer_sdp())
+                status, body = await third.post_offer(http, fresh(), await third.offer_sdp())
                 assert status == 429 and "at most 2 calls at once" in body["error"]
                 await third.close()
                 # A forwarded address from a peer that is not a trusted proxy changes nothing.
                 spoofed = BrowserPeer(base, ORIGIN, agent)
                 spoofed.extra_headers = {"X-Forwarded-For": "203.0.113.7"}
-                status, body = await spoofed.post_offer(http, good, await spoofed.offer_sdp())
+                status, body = await spoofed.post_offer(http, fresh(), await spoofed.offer_sdp())
                 assert status == 429
                 await spoofed.close()
                 # Through the trusted proxy, the forwarded address is the caller: its own count.
@@ -304,7 +336,28 @@ async def test_an_agent_over_its_budget_or_concurrency_is_refused(
             await second.close()
 
 
-async def test_cors_preflight_answers_only_public_origins(web_gateway: Gateway) -> None:
+async def test_a_call_is_ended_when_the_agents_budget_runs_out_mid_call(
+    web_gateway: Gateway, database: Database
+) -> None:
+    tenant = await _public(database, daily_budget_secs=3)
+    peer = _peer(web_gateway, tenant)
+    async with aiohttp.ClientSession() as http:
+        try:
+            await peer.connect(http)
+            await peer.wait_for(lambda p: p.of("session_ended"), timeout=20)
+        finally:
+            await peer.close()
+    ended = peer.of("session_ended")[0]
+    assert ended["reason"] == "balance_exhausted"
+    assert "web call time for today is used up" in ended["detail"]
+    row = await _ended_row(database, tenant)
+    assert row["end_reason"] == "balance_exhausted"
+
+
+async def test_cors_preflight_answers_only_public_origins(
+    web_gateway: Gateway, database: Database
+) -> None:
+    await _public(database)  # some agent accepts ORIGIN
     base = f"http://127.0.0.1:{web_gateway.http_port}"
     async with aiohttp.ClientSession() as http:
         headers = {"Origin": ORIGIN, "Access-Control-Request-Method": "POST"}

@@ -252,13 +252,6 @@
     host.removeAttribute("data-end-reason");
     host.removeAttribute("data-session-id");
     setState("connecting");
-    c.timers.push(
-      setTimeout(function () {
-        if (!c.started) {
-          finish(c, "ended", "Connection failed: the voice service did not answer in time.", true);
-        }
-      }, CONNECT_TIMEOUT_MS)
-    );
     connect(c).catch(function (err) {
       finish(c, "ended", describeFailure(err), true);
     });
@@ -278,6 +271,14 @@
     if (c.ended) {
       return stopMic(c);
     }
+    // Timed from here: the visitor may take as long as they like to allow the microphone.
+    c.timers.push(
+      setTimeout(function () {
+        if (!c.started) {
+          finish(c, "ended", "Connection failed: the voice service did not answer in time.", true);
+        }
+      }, CONNECT_TIMEOUT_MS)
+    );
 
     var token = await postJSON("/v1/widget/token", { agent: AGENT }, null);
     if (c.ended) {
