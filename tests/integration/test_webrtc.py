@@ -369,3 +369,38 @@ async def test_cors_preflight_answers_only_public_origins(
         async with http.options(f"{base}/v1/widget/token", headers=headers) as response:
             assert response.status == 403
             assert "Access-Control-Allow-Origin" not in response.headers
+
+
+async def test_a_call_whose_row_cannot_be_written_releases_the_peer_and_the_hold(
+    web_gateway: Gateway, database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from transports.webrtc import WidgetConnection
+
+    tenant = await _public(database)
+    assert web_gateway.sessions is not None and web_gateway.webrtc is not None
+
+    async def broken(*_: object) -> None:  # the database refuses the call row
+        raise RuntimeError("calls table unavailable")
+
+    monkeypatch.setattr(web_gateway.sessions._store, "call_started", broken)
+    closed: list[str] = []
+    close_now = WidgetConnection.close_now
+
+    async def spy(self: WidgetConnection) -> None:  # records, then really closes
+        closed.append(self.pc_id)
+        await close_now(self)
+
+    monkeypatch.setattr(WidgetConnection, "close_now", spy)
+    peer = _peer(web_gateway, tenant)
+    async with aiohttp.ClientSession() as http:
+        try:
+            await peer.connect(http)
+            await asyncio.wait_for(web_gateway.webrtc.wait_idle(), 15)
+        finally:
+            await peer.close()
+    assert len(closed) == 1  # the gateway closed the peer connection itself
+    assert not peer.of("session_started")  # the caller was never told the call started
+    bill = await database.pool.fetchrow(
+        "SELECT status, charged_minor FROM billing_calls WHERE org_id = $1", tenant.org_id
+    )
+    assert (bill["status"], bill["charged_minor"]) == ("finalized", 0)
