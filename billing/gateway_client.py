@@ -10,14 +10,28 @@ from __future__ import annotations
 import uuid
 from typing import Any, Protocol
 
+import asyncpg
 import grpc
 from voicegw.v1 import billing_pb2 as pb
 from voicegw.v1 import billing_pb2_grpc
 from voicegw_client._status import reason_from_metadata
 
 from billing.ledger import LedgerError
-from billing.metering import CallBill, CallGrant, CallMeter, Refused
+from billing.metering import CallBill, CallGrant, CallMeter, Refused, UnknownCall
 from billing.wire import UNREACHABLE, bill_from_proto, grant_from_proto
+
+# Database faults that say nothing about the call (deadlock, too many connections, a broken
+# constraint): unclear, so treated like an outage (retried under the same keys), never as money.
+_UNCLEAR_DB = (*UNREACHABLE, asyncpg.PostgresError)
+# gRPC statuses after which the request may or may not have been applied.
+_UNCLEAR_CODES = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.CANCELLED,
+)
 
 
 class BillingUnavailable(Exception):
@@ -53,7 +67,7 @@ class LocalBilling:
             return await self.meter.authorize(
                 org_id, call_id, seconds, min_seconds=min_seconds, key=key
             )
-        except UNREACHABLE as error:
+        except _UNCLEAR_DB as error:
             raise BillingUnavailable(str(error)) from error
 
     async def extend(
@@ -63,13 +77,13 @@ class LocalBilling:
             return await self.meter.extend(
                 call_id, seconds, min_seconds=min_seconds, usage_ms=usage_ms, key=key
             )
-        except UNREACHABLE as error:
+        except _UNCLEAR_DB as error:
             raise BillingUnavailable(str(error)) from error
 
     async def heartbeat(self, call_id: uuid.UUID, usage_ms: int) -> None:
         try:
             await self.meter.heartbeat(call_id, usage_ms)
-        except UNREACHABLE as error:
+        except _UNCLEAR_DB as error:
             raise BillingUnavailable(str(error)) from error
 
     async def finalize(
@@ -77,7 +91,7 @@ class LocalBilling:
     ) -> CallBill:
         try:
             return await self.meter.finalize(call_id, duration_ms, reason=reason, key=key)
-        except UNREACHABLE as error:
+        except _UNCLEAR_DB as error:
             raise BillingUnavailable(str(error)) from error
 
 
@@ -142,8 +156,10 @@ class RemoteBilling:
 
 def _translate(error: grpc.aio.AioRpcError) -> Exception:
     code = error.code()
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        return BillingUnavailable(f"billing service: {error.details()}")
+    if code in _UNCLEAR_CODES:
+        return BillingUnavailable(f"billing service: {code.name}: {error.details()}")
+    if code is grpc.StatusCode.NOT_FOUND:
+        return UnknownCall(error.details() or "no such metered call")
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
         reason = reason_from_metadata(error.trailing_metadata())
         return Refused(reason or "INSUFFICIENT_BALANCE", error.details() or "")

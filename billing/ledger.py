@@ -348,7 +348,8 @@ class Ledger:
         return False
 
     async def sweep(self, ttl: timedelta) -> int:
-        """Settles the pending holds whose last heartbeat is older than `ttl`: each is charged
+        """Settles the pending holds of no call whose last heartbeat is older than `ttl` (a
+        call's holds are its meter's to settle, under the call's lock): each is charged
         its last reported usage and released (status `expired`). Returns how many.
 
         A function, not a background loop, so tests (and an operator) can run it at will; the
@@ -357,7 +358,8 @@ class Ledger:
         cutoff = self.clock.now() - ttl
         ids = await self._db.fetch(
             """SELECT id FROM billing_holds
-               WHERE status = 'pending' AND heartbeat_at < $1 ORDER BY heartbeat_at""",
+               WHERE status = 'pending' AND heartbeat_at < $1 AND call_id IS NULL
+               ORDER BY heartbeat_at""",
             cutoff,
         )
         settled = 0

@@ -50,7 +50,11 @@ class CallNotOpen(LedgerError):
 
 
 class UnknownCall(LedgerError):
-    pass
+    """No such metered call (or organisation) for this caller."""
+
+
+class CallExists(LedgerError):
+    """The call was authorized before, under another idempotency key."""
 
 
 def billable_seconds(duration_ms: int, rounding: str) -> int:
@@ -196,7 +200,7 @@ class CallMeter:
             "SELECT billing_suspended FROM organizations WHERE id = $1", org_id
         )
         if suspended is None:
-            raise LedgerError(f"no organisation {org_id}")
+            raise UnknownCall(f"no organisation {org_id}")
         if suspended:
             raise Refused(
                 INSUFFICIENT_BALANCE,
@@ -227,7 +231,7 @@ class CallMeter:
                 now,
             )
             if inserted != "INSERT 0 1":
-                raise LedgerError(f"call {call_id} was already authorized (another key)")
+                raise CallExists(f"call {call_id} was already authorized (another key)")
             call = await self._lock(conn, call_id)
             grant = await self._cover(conn, call, customer.id, seconds, min_seconds)
             await idempotency.record(conn, claimed.transaction_id, grant.to_json())
@@ -422,9 +426,10 @@ class CallMeter:
         )
         due = money_due(billed, plan_used, call.per_minute_minor)
         left = due
+        # Locked before the account (as every path locks hold, then account): no deadlock.
         holds = await conn.fetch(
             """SELECT id, amount_minor FROM billing_holds
-               WHERE call_id = $1 AND status = 'pending' ORDER BY created_at, id""",
+               WHERE call_id = $1 AND status = 'pending' ORDER BY created_at, id FOR UPDATE""",
             call.call_id,
         )
         for hold in holds:

@@ -261,15 +261,27 @@ class Plans:
         many the plan covered, the rest being the caller's to charge in money."""
         if seconds <= 0:
             return 0
-        covered = await (db or self._db).fetchval(
-            """WITH grant_ AS (
-                   SELECT org_id, GREATEST(0, LEAST($2::bigint, COALESCE(
-                       included_seconds - used_seconds - held_seconds, $2::bigint))) AS take
-                   FROM billing_subscriptions WHERE org_id = $1 FOR UPDATE)
-               UPDATE billing_subscriptions s SET used_seconds = s.used_seconds + g.take
-               FROM grant_ g WHERE s.org_id = g.org_id
-               RETURNING g.take""",
-            org_id,
-            seconds,
-        )
+        async with transaction(db or self._db) as conn:
+            # Locked, then computed, then written: one guarded statement computed the grant
+            # from another row version than it updated under load (seen: CHECK violations).
+            row = await conn.fetchrow(
+                """SELECT included_seconds, used_seconds, held_seconds
+                   FROM billing_subscriptions WHERE org_id = $1 FOR UPDATE""",
+                org_id,
+            )
+            if row is None:
+                return 0
+            room = (
+                seconds
+                if row["included_seconds"] is None
+                else row["included_seconds"] - row["used_seconds"] - row["held_seconds"]
+            )
+            covered = max(0, min(seconds, room))
+            if covered:
+                await conn.execute(
+                    """UPDATE billing_subscriptions SET used_seconds = used_seconds + $2
+                       WHERE org_id = $1""",
+                    org_id,
+                    covered,
+                )
         return int(covered or 0)

@@ -22,7 +22,14 @@ from voicegw.v1 import billing_pb2_grpc
 from billing import idempotency
 from billing.funds import Funds
 from billing.ledger import IdempotencyConflict, Ledger, LedgerError, request_hash
-from billing.metering import CallBill, CallMeter, CallNotOpen, Refused, UnknownCall
+from billing.metering import (
+    CallBill,
+    CallExists,
+    CallMeter,
+    CallNotOpen,
+    Refused,
+    UnknownCall,
+)
 from billing.payment_types import (
     CurrencyMismatch,
     PaymentError,
@@ -121,7 +128,8 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
             self._gateway_only()
             call_id = _uuid(request.call_id, "call_id")
             if request.seconds == 0:  # a heartbeat: no money moves, no key needed
-                await self.meter.heartbeat(call_id, request.usage_ms)
+                if not await self.meter.heartbeat(call_id, request.usage_ms):
+                    raise CallNotOpen(f"call {call_id} is no longer open (finalized or swept)")
                 grant = await self.meter.authorization(call_id)
             else:
                 seconds, min_seconds = _seconds(request.seconds, request.min_seconds)
@@ -402,7 +410,7 @@ async def _answer(context: grpc.aio.ServicerContext, run: Callable[[], Awaitable
     except Refused as refused:
         metrics.BILLING_REFUSALS.labels(reason=refused.reason).inc()
         failure = ("RESOURCE_EXHAUSTED", str(refused), refused.reason)
-    except IdempotencyConflict as conflict:
+    except (IdempotencyConflict, CallExists) as conflict:
         failure = ("ALREADY_EXISTS", str(conflict), None)
     except UnknownCall as unknown:
         failure = ("NOT_FOUND", str(unknown), None)

@@ -96,6 +96,9 @@ class CallMetering:
         self.warned = False
         self.closing = False
         self.bill: CallBill | None = None
+        # The loop ended the call at its authorization: whatever end reason won the race
+        # (a goodbye under way, an error), the caller pays no more than was authorized.
+        self.ended_by_meter = False
         self._extensions = 0
         self._task: asyncio.Task[None] | None = None
         self._finished = False
@@ -118,7 +121,10 @@ class CallMetering:
             metrics.BILLING_REFUSALS.labels(reason=refused.reason).inc()
             raise AdmissionRefused("RESOURCE_EXHAUSTED", str(refused), refused.reason) from None
         except BillingUnavailable as error:
-            # Fails closed: a call nobody can bill is not answered.
+            # Fails closed: a call nobody can bill is not answered. The authorization may have
+            # gone through unseen: a zero-length end releases its hold once billing answers.
+            key = f"finalize:{self.call_id}"
+            await self._spool_record(SpoolRecord("finalize", str(self.call_id), 0, "error", key))
             raise AdmissionRefused(
                 "UNAVAILABLE", f"billing is unreachable; call again later ({error})"
             ) from None
@@ -145,7 +151,9 @@ class CallMetering:
                 try:
                     await self._extend(usage_ms)
                     last_beat, outage_since = now, None
-                except BillingUnavailable:
+                except Exception as error:  # noqa: BLE001 - anything unclear is an outage
+                    # The loop must live on whatever happens: it is what ends the call in time.
+                    logger.warning(f"call extension failed: {type(error).__name__}: {error}")
                     outage_since = outage_since or now
                     await self._spool_usage(usage_ms)
                 remaining = self.authorized_seconds - (time.monotonic() - started_at)
@@ -154,11 +162,12 @@ class CallMetering:
                 try:
                     await self._billing.heartbeat(self.call_id, usage_ms)
                     outage_since = None
-                except BillingUnavailable:
-                    outage_since = outage_since or now
-                    await self._spool_usage(usage_ms)
                 except LedgerError as error:
                     logger.warning(f"billing heartbeat refused: {error}")
+                except Exception as error:  # noqa: BLE001 - anything unclear is an outage
+                    logger.warning(f"billing heartbeat failed: {type(error).__name__}: {error}")
+                    outage_since = outage_since or now
+                    await self._spool_usage(usage_ms)
             more = 0 if self.exhausted else self.grant.more_seconds if self.grant else 0
             left = remaining + (more if more is not None else math.inf)
             if not self.warned and not self.closing and left <= policy.warning_secs:
@@ -170,6 +179,7 @@ class CallMetering:
                 self.closing = True
                 hooks.say(policy.closing_line if self.exhausted else policy.outage_line)
             if stuck and remaining <= END_MARGIN_SECS:
+                self.ended_by_meter = True
                 hooks.end(
                     EndRequest(
                         EndReason.BALANCE_EXHAUSTED if self.exhausted else EndReason.ERROR,
@@ -218,9 +228,8 @@ class CallMetering:
         hooks.say(self.policy.warning_line)
 
     async def _spool_usage(self, usage_ms: int) -> None:
-        if self._spool is not None:
-            record = SpoolRecord("heartbeat", str(self.call_id), usage_ms)
-            await asyncio.to_thread(self._spool.put, record)
+        # A failed write (a full disk) is logged there: it must not stop the call's own clock.
+        await self._spool_record(SpoolRecord("heartbeat", str(self.call_id), usage_ms))
 
     async def finish(self, duration_ms: int, reason: str) -> CallBill | None:
         """Finalizes once with the call's duration; spools it when billing is away."""
@@ -230,7 +239,7 @@ class CallMetering:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        if reason == EndReason.BALANCE_EXHAUSTED.value:
+        if reason == EndReason.BALANCE_EXHAUSTED.value or self.ended_by_meter:
             # Our own slowness to hang up (a pipeline slow to stop) is not the caller's to pay.
             duration_ms = min(duration_ms, self.authorized_seconds * 1000)
         key = f"finalize:{self.call_id}"
@@ -238,11 +247,19 @@ class CallMetering:
             self.bill = await self._billing.finalize(
                 self.call_id, duration_ms, reason=reason, key=key
             )
-        except BillingUnavailable:
-            logger.warning("billing unreachable at the end of the call; usage spooled")
-            if self._spool is not None:
-                record = SpoolRecord("finalize", str(self.call_id), duration_ms, reason, key)
-                await asyncio.to_thread(self._spool.put, record)
-        except LedgerError as error:
-            logger.error(f"finalizing the call's billing failed: {error}")
+        except LedgerError as error:  # a definite refusal: retrying cannot change it
+            logger.error(f"finalizing the call's billing was refused: {error}")
+        except Exception as error:  # noqa: BLE001 - unreachable or unclear: the spool retries
+            logger.warning(f"finalizing failed ({type(error).__name__}: {error}); usage spooled")
+            await self._spool_record(
+                SpoolRecord("finalize", str(self.call_id), duration_ms, reason, key)
+            )
         return self.bill
+
+    async def _spool_record(self, record: SpoolRecord) -> None:
+        if self._spool is None:
+            return
+        try:
+            await asyncio.to_thread(self._spool.put, record)
+        except OSError as error:
+            logger.error(f"billing spool write failed, usage of {record.call_id} lost: {error}")

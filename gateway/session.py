@@ -420,7 +420,11 @@ class Session:
         billed_seconds = math.ceil(duration_ms / 1000)
         if self.metering is not None:
             # Finalized before session_ended, so the caller is told what the plan billed.
-            bill = await asyncio.shield(self.metering.finish(duration_ms, request.reason.value))
+            try:
+                bill = await asyncio.shield(self.metering.finish(duration_ms, request.reason.value))
+            except Exception:  # noqa: BLE001 - the call is still stored and its door closed
+                logger.exception("finalizing the call's billing failed")
+                bill = None
             if bill is not None:
                 billed_seconds = bill.billed_seconds
         if recorder is not None:

@@ -214,8 +214,8 @@ async def test_sweeper_charges_a_silent_call_its_last_usage_and_a_late_finalize_
     clock = FakeClock()
     ledger = Ledger(database.pool, clock)
     account = await _funded(ledger, database, 1000)
-    crashed = await ledger.authorize(account, 600, ttl=TTL, call_id=uuid.uuid4())
-    alive = await ledger.authorize(account, 300, ttl=TTL, call_id=uuid.uuid4())
+    crashed = await ledger.authorize(account, 600, ttl=TTL)
+    alive = await ledger.authorize(account, 300, ttl=TTL)
     assert await ledger.heartbeat(crashed.id, 100)
     clock.moment += timedelta(seconds=30)
     assert await ledger.heartbeat(crashed.id, 250)  # its last word
