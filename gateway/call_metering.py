@@ -192,24 +192,29 @@ class CallMetering:
             await asyncio.sleep(TICK_SECS)
 
     async def _extend(self, usage_ms: int) -> None:
-        self._extensions += 1
+        # The key moves on only after a definite answer: an attempt whose outcome is unclear
+        # is retried under the same key, so it cannot reserve twice.
+        key = f"extend:{self.call_id}:{self._extensions + 1}"
         try:
             grant = await self._billing.extend(
                 self.call_id,
                 self.policy.hold_secs,
                 min_seconds=1,
                 usage_ms=usage_ms,
-                key=f"extend:{self.call_id}:{self._extensions}",
+                key=key,
             )
         except Refused as refused:
+            self._extensions += 1
             metrics.BILLING_REFUSALS.labels(reason=refused.reason).inc()
             logger.info(f"call extension refused: {refused.reason}: {refused}")
             self.exhausted = True
             return
         except LedgerError as error:
+            self._extensions += 1
             logger.warning(f"call extension failed: {error}")
             self.exhausted = True
             return
+        self._extensions += 1
         self.grant = grant
         if grant.granted_seconds < self.policy.hold_secs:
             self.exhausted = True
