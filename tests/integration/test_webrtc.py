@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import aiohttp
@@ -99,8 +99,24 @@ async def test_a_browser_call_is_answered_through_the_same_session(
     assert (row["door"], row["end_reason"]) == ("webrtc", "caller_hangup")
 
 
-async def test_a_page_that_stops_pinging_is_timed_out(
-    web_gateway: Gateway, database: Database
+def _stop_pinging(peer: BrowserPeer) -> None:
+    peer.pinging = False  # a frozen tab: the connection stays up, the pings stop
+
+
+def _stop_microphone(peer: BrowserPeer) -> None:
+    peer.mic.stop()  # the microphone track ends; the page still pings
+
+
+@pytest.mark.parametrize(
+    ("silence", "detail"),
+    [
+        (_stop_pinging, "no ping from the page for 3 s"),
+        (_stop_microphone, "no audio from the page for 5 s"),
+    ],
+    ids=["no-pings", "no-audio"],
+)
+async def test_a_page_that_goes_quiet_is_timed_out(
+    web_gateway: Gateway, database: Database, silence: Callable[[BrowserPeer], None], detail: str
 ) -> None:
     tenant = await _public(database)
     peer = _peer(web_gateway, tenant)
@@ -108,33 +124,11 @@ async def test_a_page_that_stops_pinging_is_timed_out(
         try:
             await peer.connect(http)
             await peer.wait_for(lambda p: p.of("session_started"))
-            peer.pinging = False  # a frozen tab: the connection stays up, the pings stop
+            silence(peer)
             row = await _ended_row(database, tenant)
         finally:
             await peer.close()
-    assert (row["end_reason"], row["end_detail"]) == (
-        "client_timeout",
-        "no ping from the page for 3 s",
-    )
-
-
-async def test_a_page_whose_audio_stops_is_timed_out(
-    web_gateway: Gateway, database: Database
-) -> None:
-    tenant = await _public(database)
-    peer = _peer(web_gateway, tenant)
-    async with aiohttp.ClientSession() as http:
-        try:
-            await peer.connect(http)
-            await peer.wait_for(lambda p: p.of("session_started"))
-            peer.mic.stop()  # the microphone track ends; the page still pings
-            row = await _ended_row(database, tenant)
-        finally:
-            await peer.close()
-    assert (row["end_reason"], row["end_detail"]) == (
-        "client_timeout",
-        "no audio from the page for 5 s",
-    )
+    assert (row["end_reason"], row["end_detail"]) == ("client_timeout", detail)
 
 
 async def test_bad_requests_get_their_status_and_a_live_call_carries_on(
