@@ -33,7 +33,7 @@ from pipelines.agent_config import AgentConfig
 from pipelines.builder import Engines, build_call_pipeline
 from pipelines.recorder import CallRecorder, RecordedMessage, TurnRecord
 from pipelines.utterances import UtteranceRegistry
-from transports.door import Door
+from transports.door import Door, Liveness
 from transports.events import (
     EndReason,
     EndRequest,
@@ -170,6 +170,8 @@ class Session:
         self._rate_guard: InputRateGuard | None = None  # started with the call (see _run)
         self.last_inbound = time.monotonic()
         self.last_inbound_audio: float | None = None
+        self.last_inbound_signal: float | None = None
+        self.first_inbound: float | None = None
         self.outcome: EndRequest | None = None
         # A pipeline task that ignored cancellation and was left running (see `_abandon`).
         self.abandoned: asyncio.Task[None] | None = None
@@ -194,7 +196,10 @@ class Session:
     def on_inbound_activity(self, *, audio_secs: float = 0.0) -> None:
         now = time.monotonic()
         self.last_inbound = now
+        if self.first_inbound is None:
+            self.first_inbound = now
         if audio_secs <= 0:
+            self.last_inbound_signal = now
             return
         self.last_inbound_audio = now
         if self._rate_guard is not None:
@@ -208,22 +213,43 @@ class Session:
                     )
                 )
 
-    async def _watch_inbound(self) -> None:
+    async def _watch_inbound(self, liveness: Liveness | None) -> None:
         """Ends the call when its client has gone quiet: a frozen process (SIGSTOP, a hung
         app) keeps its TCP connection open (the kernel still acknowledges), so only the
-        silence tells it apart from a live one."""
+        silence tells it apart from a live one. A door with its own `Liveness` (a browser
+        page that pings) adds tighter limits: aiortc alone notices a vanished peer after ~30 s."""
+        started = time.monotonic()
         while not self._end.done():
-            idle = time.monotonic() - self.last_inbound
-            if idle >= self._inbound_timeout:
-                self.request_end(
-                    EndRequest(
-                        EndReason.CLIENT_TIMEOUT,
-                        f"no message from the client for {self._inbound_timeout:g} s",
-                        caller_gone=True,
-                    )
-                )
+            expired, wait = self._silence(time.monotonic(), started, liveness)
+            if expired:
+                self.request_end(EndRequest(EndReason.CLIENT_TIMEOUT, expired, caller_gone=True))
                 return
-            await asyncio.sleep(self._inbound_timeout - idle)
+            await asyncio.sleep(wait)
+
+    def _silence(
+        self, now: float, started: float, liveness: Liveness | None
+    ) -> tuple[str | None, float]:
+        """The first silence limit exceeded (its detail), else how long until one could be."""
+        first = self.first_inbound
+        limits: list[tuple[float, float, str]] = []
+        if liveness is not None and first is None:
+            # The first message of this call is still to come (ICE and DTLS take a moment).
+            limits.append((started, liveness.connect_secs, "no contact from the client"))
+        else:
+            limits.append((self.last_inbound, self._inbound_timeout, "no message from the client"))
+            if liveness is not None:
+                assert first is not None
+                signal = self.last_inbound_signal or first
+                audio = self.last_inbound_audio or first
+                limits.append((signal, liveness.signal_secs, "no signal from the client"))
+                limits.append((audio, liveness.audio_secs, "no audio from the client"))
+        wait = math.inf
+        for since, limit, what in limits:
+            left = since + limit - now
+            if left <= 0:
+                return f"{what} for {limit:g} s", 0.0
+            wait = min(wait, left)
+        return None, wait
 
     # Lifecycle --------------------------------------------------------------------------------
 
@@ -327,7 +353,9 @@ class Session:
             if self.metering is not None:
                 self.metering.start(t_start, self._meter_hooks(call.worker))
             self.last_inbound = time.monotonic()
-            watch = asyncio.create_task(self._watch_inbound(), name=f"inbound-{self.call_id}")
+            watch = asyncio.create_task(
+                self._watch_inbound(door.liveness), name=f"inbound-{self.call_id}"
+            )
             waiters: set[asyncio.Future[Any]] = {run_task, self._end}
             try:
                 await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)

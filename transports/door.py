@@ -7,6 +7,7 @@ caller what happened in the call through `Door.send_event`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from pipecat.transports.base_transport import BaseTransport
@@ -32,10 +33,23 @@ class CallControl(Protocol):
         liveness, the billed end of a client that went silent, and the input rate guard."""
 
 
+@dataclass(frozen=True, slots=True)
+class Liveness:
+    """A door's own silence limits, enforced by the Session's inbound watchdog on top of its
+    general one: how long before the first message from the client, and then how long without
+    a signalling message (e.g. a page's pings) or without audio, before `client_timeout`."""
+
+    connect_secs: float
+    signal_secs: float
+    audio_secs: float
+
+
 class Door(Protocol):
     """One call's transport as the Session sees it."""
 
     name: str  # "grpc", "webrtc", "sip", "gsm"
+    # None: only the Session's general inbound timeout applies.
+    liveness: Liveness | None
 
     @property
     def transport(self) -> BaseTransport: ...

@@ -15,14 +15,7 @@ from billing.payments import Payments
 from billing.webhooks import webhook_routes
 from tests.billing.fake_stripe import FakeStripe
 from tests.billing.fake_yookassa import FakeYooKassa
-
-
-class FakeClock:
-    def __init__(self, now: datetime) -> None:
-        self.moment = now
-
-    def now(self) -> datetime:
-        return self.moment
+from tests.billing.helpers import FakeClock
 
 
 @pytest.fixture

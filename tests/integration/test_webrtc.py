@@ -110,8 +110,8 @@ def _stop_microphone(peer: BrowserPeer) -> None:
 @pytest.mark.parametrize(
     ("silence", "detail"),
     [
-        (_stop_pinging, "no ping from the page for 3 s"),
-        (_stop_microphone, "no audio from the page for 5 s"),
+        (_stop_pinging, "no signal from the client for 3 s"),
+        (_stop_microphone, "no audio from the client for 5 s"),
     ],
     ids=["no-pings", "no-audio"],
 )

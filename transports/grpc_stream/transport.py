@@ -46,7 +46,7 @@ from voicegw.v1 import voice_pb2 as pb
 
 from pipelines.utterances import UtteranceRegistry
 from transports.codecs.formats import AudioSpec, FormatError
-from transports.door import CallControl
+from transports.door import CallControl, Liveness
 from transports.events import (
     EndReason,
     EndRequest,
@@ -437,6 +437,7 @@ class GrpcStreamDoor:
     """The gRPC door of one call, as the Session sees it."""
 
     name = "grpc"
+    liveness: Liveness | None = None  # any message counts: the general timeout is enough
 
     def __init__(
         self,

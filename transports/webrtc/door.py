@@ -3,8 +3,9 @@
 Audio travels as media tracks; session events go to the page over the `events` data channel as
 JSON, the same objects `voicegw talk --events` writes (without `t_ms`), so one client-side
 parser serves both. The page pings on that channel every second. aiortc by itself notices a
-vanished peer only after ~30 s, so the door ends the call with `client_timeout` after
-`ping_timeout_secs` without a ping or `audio_timeout_secs` without audio, and at once when the
+vanished peer only after ~30 s, so the door declares its `Liveness` and the Session's inbound
+watchdog ends the call with `client_timeout` after `ping_timeout_secs` without a ping or
+`audio_timeout_secs` without audio; the door itself ends it at once when the
 page says `{"type": "hangup"}` or the connection closes.
 """
 
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from typing import Any
 
 from pipecat.frames.frames import InputAudioRawFrame
@@ -25,7 +25,7 @@ from pipecat.transports.smallwebrtc.transport import (
 from voicegw_client._events import AudioFormat, event_from_proto
 from voicegw_client.talk import event_record
 
-from transports.door import CallControl
+from transports.door import CallControl, Liveness
 from transports.events import EndReason, EndRequest, SessionEvent
 from transports.grpc_stream.wire import event_to_proto
 
@@ -107,11 +107,10 @@ class WebRTCDoor:
     ) -> None:
         self._control = control
         self.connection = connection
-        self._ping_timeout = ping_timeout_secs
-        self._audio_timeout = audio_timeout_secs
-        self._last_ping: float | None = None
-        self._last_audio: float | None = None
-        self._connected_at = 0.0  # the first ping: audio is due from then on
+        # Enforced by the Session's inbound watchdog, fed by the pings and the audio below.
+        self.liveness: Liveness | None = Liveness(
+            CONNECT_TIMEOUT_SECS, ping_timeout_secs, audio_timeout_secs
+        )
         self._channel: Any = None
         self._closed = False
         params = TransportParams(
@@ -125,7 +124,6 @@ class WebRTCDoor:
         connection.add_event_handler("closed", self._on_closed)
         connection.add_event_handler("failed", self._on_closed)
         connection.add_event_handler("app-message", self._on_app_message)
-        self._watch = asyncio.create_task(self._watch_peer(), name="webrtc-liveness")
 
     @property
     def transport(self) -> SmallWebRTCTransport:
@@ -134,7 +132,6 @@ class WebRTCDoor:
     # From the page -------------------------------------------------------------------------
 
     def on_audio(self, secs: float) -> None:
-        self._last_audio = time.monotonic()
         self._control.on_inbound_activity(audio_secs=secs)
 
     def _on_datachannel(self, channel: Any) -> None:
@@ -144,8 +141,6 @@ class WebRTCDoor:
         @channel.on("message")  # type: ignore[untyped-decorator]
         def on_message(message: Any) -> None:
             if isinstance(message, str) and message.startswith("ping"):
-                self._last_ping = time.monotonic()
-                self._connected_at = self._connected_at or self._last_ping
                 self._control.on_inbound_activity()
 
     async def _on_app_message(self, _connection: Any, message: Any) -> None:
@@ -157,22 +152,6 @@ class WebRTCDoor:
             self._control.request_end(
                 EndRequest(EndReason.CALLER_HANGUP, "the browser left", caller_gone=True)
             )
-
-    async def _watch_peer(self) -> None:
-        started = time.monotonic()
-        while not self._closed:
-            now = time.monotonic()
-            if self._last_ping is None:
-                if now - started > CONNECT_TIMEOUT_SECS:
-                    return self._timeout(f"no connection within {CONNECT_TIMEOUT_SECS:g} s")
-            elif now - self._last_ping > self._ping_timeout:
-                return self._timeout(f"no ping from the page for {self._ping_timeout:g} s")
-            elif now - (self._last_audio or self._connected_at) > self._audio_timeout:
-                return self._timeout(f"no audio from the page for {self._audio_timeout:g} s")
-            await asyncio.sleep(0.25)
-
-    def _timeout(self, detail: str) -> None:
-        self._control.request_end(EndRequest(EndReason.CLIENT_TIMEOUT, detail, caller_gone=True))
 
     # To the page ---------------------------------------------------------------------------
 
@@ -197,5 +176,4 @@ class WebRTCDoor:
         if self._closed:
             return
         self._closed = True
-        self._watch.cancel()
         await self.connection.close_now()
